@@ -1,0 +1,356 @@
+"""Offline datasets as device arrays: loading, validation, episode splitting, reward scaling.
+
+`Dataset` is a pytree of flat transition arrays kept on the device and sampled inside jit.
+Three loaders produce it -- a Minari dataset id, a D4RL-format hdf5 file, or an npz file with
+the same keys -- and all three go through `from_arrays`, the one place where episodes are
+split, actions clipped and rewards preprocessed (IQL paper, Appendix B / the original code):
+
+- masks = 1 - terminals: 0 only at true terminals, so time-limit truncations bootstrap;
+- dones = episode ends: a terminal, a timeout, or a next observation that does not continue
+  the episode; used to split episodes (for the locomotion reward scale);
+- actions clipped to +-(1 - 1e-5), after checking they are inside the action bounds;
+- rewards: `locomotion` scales by 1000 / (max - min episode return), `antmaze` subtracts 1,
+  `none` leaves them. The same (scale, shift) is kept in `DatasetInfo` for online data.
+
+Minari episodes hold T+1 observations and T actions; `next_observations[t]` is
+`observations[t + 1]` of the same episode, so no transition crosses an episode boundary.
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable, Optional
+
+import flax.struct as struct
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTION_CLIP = 1.0 - 1e-5
+# Actions further than this outside the bounds are an error rather than something to clip.
+ACTION_BOUND_TOLERANCE = 1e-4
+REWARD_TRANSFORMS = ("locomotion", "antmaze", "none")
+
+# D4RL reference returns (random / expert policy) for D4RL-format files whose name starts
+# with the environment family, e.g. `hopper-medium-v2.hdf5`. Minari datasets carry their own.
+D4RL_REFERENCE_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "antmaze": (0.0, 1.0),
+}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used, with a message naming the problem."""
+
+
+class Dataset(struct.PyTreeNode):
+    """Flat transitions on the device. Every field has N rows.
+
+    observations (N, obs_dim), actions (N, act_dim), rewards (N,) (already preprocessed),
+    masks (N,) (1 - terminal), dones (N,) (1 at episode ends), next_observations (N, obs_dim);
+    all float32. A batch is a `Dataset` of `batch_size` rows.
+    """
+
+    observations: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    masks: jax.Array
+    dones: jax.Array
+    next_observations: jax.Array
+
+    @property
+    def size(self) -> int:
+        return self.rewards.shape[0]
+
+    def sample(self, key: jax.Array, batch_size: int) -> "Dataset":
+        """`batch_size` rows drawn uniformly with replacement; jit-able (shapes are static)."""
+        idx = jax.random.randint(key, (batch_size,), 0, self.size)
+        return jax.tree.map(lambda x: x[idx], self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a run needs to know about its data besides the arrays."""
+
+    name: str
+    num_episodes: int
+    reward_scale: float  # preprocessed reward = reward * reward_scale + reward_shift
+    reward_shift: float
+    ref_min_score: Optional[float] = None  # random-policy return, for the normalised score
+    ref_max_score: Optional[float] = None  # expert-policy return
+    make_env: Optional[Callable[[], gym.Env]] = None  # evaluation env, when known
+
+
+# ----------------------------------------------------------------------------------------------
+# The one place for preprocessing.
+# ----------------------------------------------------------------------------------------------
+
+
+def episode_returns(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+    """Undiscounted return of every episode, episodes ending where `dones` is 1."""
+    episode_ids = np.concatenate([[0], np.cumsum(dones[:-1] > 0)])
+    return np.bincount(episode_ids, weights=rewards)
+
+
+def reward_transform_params(kind: str, rewards: np.ndarray, dones: np.ndarray) -> tuple[float, float]:
+    """(scale, shift) of the IQL reward preprocessing `kind` for this dataset."""
+    if kind == "locomotion":
+        returns = episode_returns(rewards, dones)
+        spread = float(returns.max() - returns.min())
+        if not spread > 0.0:
+            raise DatasetError(
+                f"reward_transform='locomotion' divides by the spread of episode returns, but "
+                f"all {len(returns)} episode(s) return {returns.max():.6g}; use "
+                f"reward_transform='none' for this dataset"
+            )
+        return 1000.0 / spread, 0.0
+    if kind == "antmaze":
+        return 1.0, -1.0
+    if kind == "none":
+        return 1.0, 0.0
+    raise DatasetError(f"unknown reward_transform {kind!r}; choose one of {REWARD_TRANSFORMS}")
+
+
+def _as_float_array(name: str, x: Any, ndim: tuple[int, ...]) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DatasetError(f"'{name}' must be a numeric array, got dtype {x.dtype}")
+    if x.ndim == 2 and 1 in ndim and x.shape[1] == 1:
+        x = x[:, 0]  # (N, 1) rewards/terminals, as some files store them
+    if x.ndim not in ndim:
+        raise DatasetError(f"'{name}' must have {' or '.join(map(str, ndim))} dimension(s), got shape {x.shape}")
+    x = x.astype(np.float32) if x.ndim == 1 else x.reshape(len(x), -1).astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise DatasetError(f"'{name}' has {int(bad.sum())} NaN/inf value(s), the first at row {first}")
+    return x
+
+
+def from_arrays(
+    observations: Any,
+    actions: Any,
+    rewards: Any,
+    terminals: Any,
+    timeouts: Any = None,
+    next_observations: Any = None,
+    reward_transform: str = "none",
+    action_bounds: tuple[Any, Any] = (-1.0, 1.0),
+    name: str = "arrays",
+) -> tuple[Dataset, DatasetInfo]:
+    """Build a `Dataset` from D4RL-style flat arrays (N rows each).
+
+    Without `next_observations`, the next observation of row i is observations[i + 1]; rows
+    whose successor is unknown (timeouts, and a final non-terminal row) are dropped, as D4RL's
+    `qlearning_dataset` does. With it, all rows are kept and an episode also ends wherever
+    next_observations[i] differs from observations[i + 1].
+    """
+    if reward_transform not in REWARD_TRANSFORMS:
+        raise DatasetError(f"unknown reward_transform {reward_transform!r}; choose one of {REWARD_TRANSFORMS}")
+    obs = _as_float_array("observations", observations, (2,))
+    act = _as_float_array("actions", actions, (2,))
+    rew = _as_float_array("rewards", rewards, (1,))
+    term = _as_float_array("terminals", terminals, (1,)) > 0
+    n = len(obs)
+    tout = np.zeros(n, bool) if timeouts is None else _as_float_array("timeouts", timeouts, (1,)) > 0
+    arrays = {"observations": obs, "actions": act, "rewards": rew, "terminals": term, "timeouts": tout}
+    if next_observations is not None:
+        arrays["next_observations"] = _as_float_array("next_observations", next_observations, (2,))
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise DatasetError(f"{name}: arrays have different lengths: {lengths}")
+    if n == 0:
+        raise DatasetError(f"{name}: the dataset is empty (0 transitions)")
+    if next_observations is not None and arrays["next_observations"].shape[1] != obs.shape[1]:
+        raise DatasetError(
+            f"{name}: next_observations have {arrays['next_observations'].shape[1]} features, "
+            f"observations {obs.shape[1]}"
+        )
+
+    low, high = (np.broadcast_to(np.asarray(b, np.float32), act.shape[1:]) for b in action_bounds)
+    outside = (act < low - ACTION_BOUND_TOLERANCE) | (act > high + ACTION_BOUND_TOLERANCE)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        raise DatasetError(
+            f"{name}: {int(outside.any(axis=1).sum())} action(s) lie outside the action bounds "
+            f"[{low.min()}, {high.max()}] by more than clipping would fix; the first is row {row}, "
+            f"dimension {col}: {act[row, col]}"
+        )
+    act = np.clip(act, -ACTION_CLIP, ACTION_CLIP)
+
+    if next_observations is None:
+        next_obs = np.concatenate([obs[1:], obs[-1:]])
+        dropped = tout.copy()
+        dropped[-1] |= not term[-1]  # the last row's successor is unknown unless it is terminal
+        follows_dropped = np.append(dropped[1:], True)
+        dones = term | follows_dropped
+        keep = ~dropped
+        if not keep.any():
+            raise DatasetError(f"{name}: no transition has a known next observation")
+        obs, act, rew, term, next_obs, dones = (x[keep] for x in (obs, act, rew, term, next_obs, dones))
+    else:
+        next_obs = arrays["next_observations"]
+        jumps = np.append(np.linalg.norm(next_obs[:-1] - obs[1:], axis=-1) > 1e-6, True)
+        dones = term | tout | jumps
+
+    scale, shift = reward_transform_params(reward_transform, rew, dones)
+    dataset = Dataset(
+        observations=jnp.asarray(obs),
+        actions=jnp.asarray(act),
+        rewards=jnp.asarray(rew * scale + shift),
+        masks=jnp.asarray(1.0 - term.astype(np.float32)),
+        dones=jnp.asarray(dones.astype(np.float32)),
+        next_observations=jnp.asarray(next_obs),
+    )
+    info = DatasetInfo(name=name, num_episodes=int(dones.sum()), reward_scale=scale, reward_shift=shift)
+    return dataset, info
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaders.
+# ----------------------------------------------------------------------------------------------
+
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+
+
+def flatten_observations(space: gym.Space, observations: Any) -> np.ndarray:
+    """(T, ...) observations (a dict of arrays for Dict spaces) -> (T, obs_dim).
+
+    Dict spaces are concatenated in the space's key order, which is what gymnasium's
+    `FlattenObservation` does to the evaluation env's observations.
+    """
+    if isinstance(space, gym.spaces.Dict):
+        parts = [flatten_observations(space[k], observations[k]) for k in space.spaces]
+        return np.concatenate(parts, axis=-1)
+    if isinstance(space, gym.spaces.Box):
+        x = np.asarray(observations)
+        return x.reshape(len(x), -1)
+    raise DatasetError(f"unsupported observation space {space}; only Box and Dict of Box are")
+
+
+def minari_root() -> str:
+    """The local Minari datasets folder (MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
+    return os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets")
+
+
+def load_minari_dataset(dataset_id: str, download: bool = True):
+    """The `minari.MinariDataset` for `dataset_id`: the local copy, else a download."""
+    import minari  # heavy import; only Minari ids need it
+
+    try:
+        return minari.load_dataset(dataset_id, download=False)
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # malformed id or a broken local copy
+        raise DatasetError(f"cannot load Minari dataset {dataset_id!r} from {minari_root()}: {e}") from e
+    if not download:
+        raise DatasetError(f"Minari dataset {dataset_id!r} is not in the local Minari root {minari_root()}")
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as e:
+        raise DatasetError(
+            f"Minari dataset {dataset_id!r} is not in the local Minari root {minari_root()} and "
+            f"could not be downloaded ({type(e).__name__}: {e}). Check the id (`minari list "
+            f"remote`), connect to the network, or set MINARI_DATASETS_PATH to a folder holding it."
+        ) from e
+
+
+def _box_bounds(space: gym.Space, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(space, gym.spaces.Box):
+        raise DatasetError(f"{what}: IQL needs a continuous (Box) action space, got {space}")
+    return space.low, space.high
+
+
+def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -> tuple[Dataset, DatasetInfo]:
+    """Load a Minari dataset id; the evaluation env and reference scores come from its metadata."""
+    mds = load_minari_dataset(dataset_id, download)
+    obs_space = mds.observation_space
+    columns = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")}
+    for episode in mds.iterate_episodes():
+        episode_obs = flatten_observations(obs_space, episode.observations)  # T + 1 rows
+        steps = len(episode.actions)
+        if steps == 0:
+            continue
+        if len(episode_obs) != steps + 1:
+            raise DatasetError(
+                f"{dataset_id}: episode {episode.id} has {len(episode_obs)} observations for "
+                f"{steps} actions (expected {steps + 1})"
+            )
+        terminals = np.asarray(episode.terminations, bool)
+        ends = np.zeros(steps, bool)
+        ends[-1] = not terminals[-1]  # the episode ends here without a terminal: a timeout
+        columns["observations"].append(episode_obs[:-1])
+        columns["next_observations"].append(episode_obs[1:])
+        columns["actions"].append(np.asarray(episode.actions).reshape(steps, -1))
+        columns["rewards"].append(np.asarray(episode.rewards))
+        columns["terminals"].append(terminals)
+        columns["timeouts"].append(ends)
+    if not columns["actions"]:
+        raise DatasetError(f"{dataset_id}: the dataset has no transitions")
+    arrays = {k: np.concatenate(v) for k, v in columns.items()}
+    dataset, info = from_arrays(
+        **arrays,
+        reward_transform=reward_transform,
+        action_bounds=_box_bounds(mds.action_space, dataset_id),
+        name=dataset_id,
+    )
+    metadata = mds.storage.metadata
+
+    def make_env() -> gym.Env:
+        env = mds.recover_environment(eval_env=True)
+        return gym.wrappers.FlattenObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
+
+    return dataset, dataclasses.replace(
+        info,
+        ref_min_score=metadata.get("ref_min_score"),
+        ref_max_score=metadata.get("ref_max_score"),
+        make_env=make_env,
+    )
+
+
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+    """Top-level arrays of an hdf5 or npz file (no pickle: object arrays are refused)."""
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    except (OSError, ValueError, KeyError) as e:
+        raise DatasetError(f"cannot read {path}: {e}") from e
+
+
+def load_file(path: str, reward_transform: str) -> tuple[Dataset, DatasetInfo]:
+    """Load a D4RL-format .hdf5/.h5 or .npz file with keys observations, actions, rewards,
+    terminals, and optionally timeouts and next_observations."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"dataset file {path!r} does not exist")
+    arrays = _read_arrays(path)
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise DatasetError(f"{path}: missing key(s) {missing}; found {sorted(arrays)}")
+    dataset, info = from_arrays(
+        **{k: arrays[k] for k in REQUIRED_KEYS},
+        timeouts=arrays.get("timeouts"),
+        next_observations=arrays.get("next_observations"),
+        reward_transform=reward_transform,
+        name=os.path.basename(path),
+    )
+    family = os.path.basename(path).split("-")[0].lower()
+    ref_min, ref_max = D4RL_REFERENCE_SCORES.get(family, (None, None))
+    return dataset, dataclasses.replace(info, ref_min_score=ref_min, ref_max_score=ref_max)
+
+
+def is_file_source(source: str) -> bool:
+    return source.endswith((".hdf5", ".h5", ".npz"))
+
+
+def load_dataset(source: str, reward_transform: str, download: bool = True) -> tuple[Dataset, DatasetInfo]:
+    """A Minari id (e.g. 'mujoco/hopper/medium-v0') or a path to a .hdf5/.h5/.npz file."""
+    if is_file_source(source):
+        return load_file(source, reward_transform)
+    return load_minari(source, reward_transform, download)

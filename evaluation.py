@@ -1,0 +1,76 @@
+"""Policy evaluation in Gymnasium environments, and the D4RL normalised score.
+
+`evaluate` runs `num_episodes` episodes side by side in a `gymnasium.vector.SyncVectorEnv`, so
+the policy is called once per environment step for all episodes together (one batched jit call
+instead of one per episode). Episode i is reset with seed `seed + i`, so a result is a pure
+function of the policy and the seed.
+"""
+
+from typing import Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+
+
+def normalized_score(returns, ref_min_score: Optional[float], ref_max_score: Optional[float]):
+    """D4RL normalised score x100: 100 * (R - random) / (expert - random); None without refs."""
+    if ref_min_score is None or ref_max_score is None:
+        return None
+    return 100.0 * (np.asarray(returns) - ref_min_score) / (ref_max_score - ref_min_score)
+
+
+def check_env(env: gym.Env, obs_dim: int, action_dim: int, name: str = "the evaluation env") -> None:
+    """Raise a clear ValueError when an env cannot run a policy trained on this data."""
+    obs_space, act_space = env.observation_space, env.action_space
+    if not isinstance(act_space, gym.spaces.Box):
+        raise ValueError(f"{name} has a {type(act_space).__name__} action space; IQL needs a Box")
+    if obs_space.shape is None or int(np.prod(obs_space.shape)) != obs_dim:
+        raise ValueError(f"{name} observes shape {obs_space.shape}, but the dataset's observations have {obs_dim} features")
+    if int(np.prod(act_space.shape)) != action_dim:
+        raise ValueError(f"{name} takes actions of shape {act_space.shape}, but the dataset's have {action_dim}")
+    if not (np.allclose(act_space.low, -1.0) and np.allclose(act_space.high, 1.0)):
+        raise ValueError(
+            f"{name} has action bounds [{act_space.low.min()}, {act_space.high.max()}]; the IQL policy "
+            "acts in [-1, 1]: wrap the env in gymnasium.wrappers.RescaleAction(env, -1, 1) and "
+            "rescale the dataset's actions the same way"
+        )
+
+
+def evaluate(
+    policy_fn: Callable[[np.ndarray], np.ndarray],
+    make_env: Callable[[], gym.Env],
+    num_episodes: int,
+    seed: int,
+) -> dict:
+    """Mean undiscounted return of `num_episodes` episodes, run in parallel.
+
+    Args:
+      policy_fn: (num_episodes, obs_dim) float32 observations -> (num_episodes, act_dim) actions.
+      make_env: builds one evaluation env (with its time limit).
+      num_episodes: number of episodes, one per vectorized env copy.
+      seed: episode i is reset with seed + i.
+
+    Returns:
+      {'return': mean, 'return_std': std, 'length': mean episode length, 'returns': per episode}.
+    """
+    envs = gym.vector.SyncVectorEnv([make_env] * num_episodes)
+    try:
+        obs, _ = envs.reset(seed=seed)
+        returns = np.zeros(num_episodes)
+        lengths = np.zeros(num_episodes, np.int64)
+        running = np.ones(num_episodes, bool)
+        while running.any():
+            actions = np.asarray(policy_fn(obs.reshape(num_episodes, -1).astype(np.float32)))
+            obs, rewards, terminated, truncated, _ = envs.step(actions.reshape(envs.action_space.shape))
+            # Envs that already finished auto-reset; their later rewards are ignored.
+            returns += np.where(running, rewards, 0.0)
+            lengths += running
+            running &= ~(terminated | truncated)
+    finally:
+        envs.close()
+    return {
+        "return": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "length": float(lengths.mean()),
+        "returns": returns,
+    }

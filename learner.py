@@ -1,0 +1,315 @@
+"""Implicit Q-Learning (Kostrikov, Nair, Levine, ICLR 2022): losses and the jit-compiled agent.
+
+The file reads top to bottom: the three pure loss functions of the paper (value, critic,
+actor), then `IQLLearner`, which holds the three TrainStates plus the target critic and runs
+them in one fused, compiled step.
+
+    u = min_i Q_target_i(s, a) - V(s)
+    value  (eq. 5): L_V  = E[ |tau - 1(u < 0)| u^2 ]                         expectile regression
+    critic (eq. 6): L_Q  = E[ sum_i (Q_i(s, a) - r - discount * mask * V(s'))^2 ]
+    actor  (eq. 7): L_pi = -E[ min(exp(beta * A(s, a)), 100) log pi(a | s) ], A = Q_target - V
+
+`beta` is an inverse temperature (the original code calls it `temperature`): beta = 0 is plain
+behavior cloning, larger beta follows the advantage more greedily.
+
+Usage::
+
+    agent = IQLLearner.create(jax.random.key(0), obs[0], act[0], config)
+    agent, info = agent.update_n(dataset, num_steps=1000, batch_size=256)   # 1000 fused steps
+    actions = agent.sample_actions(observations, key, temperature=0.0)      # the policy mean
+
+`dataset` is any pytree with a jit-able `sample(key, batch_size)` returning a batch with fields
+`observations, actions, rewards, masks, next_observations` (e.g. `dataset.Dataset`).
+"""
+
+import functools
+from typing import Any, Mapping
+
+import flax.struct as struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from networks import CriticEnsemble, GaussianPolicy, ValueCritic, gaussian_log_prob, gaussian_sample
+
+# The original code caps the AWR weight exp(beta * A) at 100 so rare large advantages
+# cannot dominate a batch.
+MAX_AWR_WEIGHT = 100.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses. Each is (params, ...) -> (loss, info) with scalar info, differentiated w.r.t. params.
+# ----------------------------------------------------------------------------------------------
+
+
+def expectile_loss(diff: jax.Array, expectile: float | jax.Array) -> jax.Array:
+    """Asymmetric squared loss L_2^tau(u) = |tau - 1(u < 0)| * u^2 (IQL eq. 2), elementwise.
+
+    Minimising E[L_2^tau(x - v)] over v gives the tau-expectile of x: tau = 0.5 is the mean,
+    tau -> 1 approaches the maximum.
+    """
+    weight = jnp.where(diff < 0, 1.0 - expectile, expectile)
+    return weight * diff**2
+
+
+def value_loss(
+    params: Any, value: TrainState, observations: jax.Array, target_q: jax.Array, expectile
+) -> tuple[jax.Array, dict]:
+    """IQL eq. 5: fit V(s) to the `expectile` of Q_target(s, a) over dataset actions.
+
+    `target_q` is min over the target critic's heads; no gradient flows into it.
+    """
+    v = value.apply_fn({"params": params}, observations)
+    diff = jax.lax.stop_gradient(target_q) - v
+    loss = expectile_loss(diff, expectile).mean()
+    return loss, {"value_loss": loss, "v_mean": v.mean()}
+
+
+def critic_loss(
+    params: Any, critic: TrainState, batch: Any, next_v: jax.Array, discount
+) -> tuple[jax.Array, dict]:
+    """IQL eq. 6: TD regression of every critic head onto r + discount * mask * V(s').
+
+    Squared errors are averaged over the batch and summed over the heads, as the original.
+    `masks` is 0 only at true terminals, so time-limit truncations still bootstrap.
+    """
+    target = batch.rewards + discount * batch.masks * jax.lax.stop_gradient(next_v)
+    qs = critic.apply_fn({"params": params}, batch.observations, batch.actions)  # (num_qs, B)
+    loss = ((qs - target) ** 2).mean(axis=-1).sum()
+    return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_target_mean": target.mean()}
+
+
+def awr_actor_loss(
+    params: Any, actor: TrainState, batch: Any, advantages: jax.Array, beta, dropout_key: jax.Array
+) -> tuple[jax.Array, dict]:
+    """IQL eq. 7: advantage-weighted regression, -E[min(exp(beta * A), 100) * log pi(a|s)].
+
+    With beta = 0 every weight is 1 and this is behavior cloning by maximum likelihood.
+    """
+    weights = jnp.minimum(jnp.exp(beta * jax.lax.stop_gradient(advantages)), MAX_AWR_WEIGHT)
+    means, log_stds = actor.apply_fn(
+        {"params": params}, batch.observations, training=True, rngs={"dropout": dropout_key}
+    )
+    log_probs = gaussian_log_prob(means, log_stds, batch.actions)
+    loss = -(weights * log_probs).mean()
+    info = {
+        "actor_loss": loss,
+        "adv_mean": advantages.mean(),
+        "adv_std": advantages.std(),
+        "adv_max": advantages.max(),
+        "awr_weight_mean": weights.mean(),
+        "awr_weight_max": weights.max(),
+        "log_prob_mean": log_probs.mean(),
+        "policy_std_mean": jnp.exp(log_stds).mean(),
+    }
+    return loss, info
+
+
+# ----------------------------------------------------------------------------------------------
+# The agent.
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_hyperparameters(config: Mapping) -> None:
+    """Fail early, naming the field, instead of deep inside a traced computation."""
+    checks = {
+        "expectile": lambda x: 0.0 < x < 1.0,
+        "beta": lambda x: x >= 0.0,
+        "discount": lambda x: 0.0 <= x <= 1.0,
+        "target_tau": lambda x: 0.0 <= x <= 1.0,
+        "actor_lr": lambda x: x > 0.0,
+        "critic_lr": lambda x: x > 0.0,
+        "value_lr": lambda x: x > 0.0,
+        "dropout_rate": lambda x: 0.0 <= x < 1.0,
+        "max_steps": lambda x: x > 0,
+    }
+    ranges = {
+        "expectile": "in (0, 1)",
+        "beta": ">= 0 (an inverse temperature)",
+        "discount": "in [0, 1]",
+        "target_tau": "in [0, 1]",
+        "dropout_rate": "in [0, 1)",
+    }
+    for name, ok in checks.items():
+        value = config[name]
+        if not ok(value):
+            raise ValueError(f"config.{name} must be {ranges.get(name, '> 0')}, got {value!r}")
+    dims = tuple(config["hidden_dims"])
+    if not dims or any(int(d) <= 0 for d in dims):
+        raise ValueError(f"config.hidden_dims must be positive layer widths, got {dims!r}")
+
+
+class IQLLearner(struct.PyTreeNode):
+    """An IQL agent: actor, critic ensemble, value net and target critic, as one pytree.
+
+    All methods are pure: they return a new agent. Float hyperparameters (`expectile`, `beta`,
+    `discount`, `target_tau`) are array leaves, so they are traced (changing them does not
+    recompile) and can carry a seed axis under `jax.vmap`. Structural choices (layer sizes,
+    number of critic heads, learning-rate schedules) live in the modules and optax transforms
+    of the TrainStates, which are static.
+
+    Fields:
+      rng: the carried PRNG key; every random draw in `update`/`update_n` is split from it.
+      actor, critic, value: flax TrainStates (params + Adam state).
+      target_critic_params: Polyak average of the critic params; a plain pytree, no optimizer.
+    """
+
+    rng: jax.Array
+    actor: TrainState
+    critic: TrainState
+    value: TrainState
+    target_critic_params: Any
+    expectile: jax.Array
+    beta: jax.Array
+    discount: jax.Array
+    target_tau: jax.Array
+
+    @classmethod
+    def create(
+        cls, key: jax.Array, observations: jax.Array, actions: jax.Array, config: Mapping
+    ) -> "IQLLearner":
+        """Initialise networks and optimizers.
+
+        Args:
+          key: a JAX PRNG key; the whole agent (init and training randomness) derives from it.
+          observations, actions: an example observation (obs_dim,) and action (action_dim,),
+            with or without a leading batch axis; only their shapes are used.
+          config: a mapping (e.g. ml_collections.ConfigDict) with `hidden_dims`, `actor_lr`,
+            `critic_lr`, `value_lr`, `dropout_rate`, `cosine_decay`, `max_steps`, `num_qs`,
+            `expectile`, `beta`, `discount`, `target_tau`.
+        """
+        _check_hyperparameters(config)
+        observations = jnp.atleast_2d(jnp.asarray(observations, jnp.float32))
+        actions = jnp.atleast_2d(jnp.asarray(actions, jnp.float32))
+        hidden_dims = tuple(int(d) for d in config["hidden_dims"])
+        rng, actor_key, critic_key, value_key = jax.random.split(key, 4)
+
+        actor_def = GaussianPolicy(
+            hidden_dims, actions.shape[-1], dropout_rate=float(config["dropout_rate"])
+        )
+        if config["cosine_decay"]:
+            # The original decays the actor's learning rate to 0 over the run (cosine).
+            actor_lr = optax.cosine_decay_schedule(config["actor_lr"], int(config["max_steps"]))
+        else:
+            actor_lr = config["actor_lr"]
+        actor = TrainState.create(
+            apply_fn=actor_def.apply,
+            params=actor_def.init(actor_key, observations)["params"],
+            tx=optax.adam(actor_lr),
+        )
+
+        critic_def = CriticEnsemble(hidden_dims, num_qs=int(config["num_qs"]))
+        critic_params = critic_def.init(critic_key, observations, actions)["params"]
+        critic = TrainState.create(
+            apply_fn=critic_def.apply, params=critic_params, tx=optax.adam(config["critic_lr"])
+        )
+
+        value_def = ValueCritic(hidden_dims)
+        value = TrainState.create(
+            apply_fn=value_def.apply,
+            params=value_def.init(value_key, observations)["params"],
+            tx=optax.adam(config["value_lr"]),
+        )
+
+        def leaf(x):
+            return jnp.asarray(x, jnp.float32)
+
+        return cls(
+            rng=rng,
+            actor=actor,
+            critic=critic,
+            value=value,
+            # A copy: sharing buffers with critic.params would break buffer donation.
+            target_critic_params=jax.tree.map(jnp.copy, critic_params),
+            expectile=leaf(config["expectile"]),
+            beta=leaf(config["beta"]),
+            discount=leaf(config["discount"]),
+            target_tau=leaf(config["target_tau"]),
+        )
+
+    def _update(self, batch: Any) -> tuple["IQLLearner", dict]:
+        """One IQL step in the original order: value -> actor -> critic -> target."""
+        rng, dropout_key = jax.random.split(self.rng)
+        obs, next_obs = batch.observations, batch.next_observations
+
+        target_q = self.critic.apply_fn(
+            {"params": self.target_critic_params}, obs, batch.actions
+        ).min(axis=0)
+
+        # 1. Value: expectile of the *target* critic's min over heads.
+        grads, value_info = jax.grad(value_loss, has_aux=True)(
+            self.value.params, self.value, obs, target_q, self.expectile
+        )
+        value = self.value.apply_gradients(grads=grads)
+
+        # 2. Actor: advantage from the target critic and the *new* value.
+        advantages = target_q - value.apply_fn({"params": value.params}, obs)
+        grads, actor_info = jax.grad(awr_actor_loss, has_aux=True)(
+            self.actor.params, self.actor, batch, advantages, self.beta, dropout_key
+        )
+        actor = self.actor.apply_gradients(grads=grads)
+
+        # 3. Critic: bootstrap from the *new* value at s'.
+        next_v = value.apply_fn({"params": value.params}, next_obs)
+        grads, critic_info = jax.grad(critic_loss, has_aux=True)(
+            self.critic.params, self.critic, batch, next_v, self.discount
+        )
+        critic = self.critic.apply_gradients(grads=grads)
+
+        # 4. Polyak average of the new critic into the target.
+        target_critic_params = optax.incremental_update(
+            critic.params, self.target_critic_params, self.target_tau
+        )
+
+        new_agent = self.replace(
+            rng=rng,
+            actor=actor,
+            critic=critic,
+            value=value,
+            target_critic_params=target_critic_params,
+        )
+        return new_agent, {**value_info, **actor_info, **critic_info}
+
+    @jax.jit
+    def update(self, batch: Any) -> tuple["IQLLearner", dict]:
+        """One fused gradient step on `batch`, in the order of the original IQL code:
+
+        1. value  <- expectile loss against min(Q_target)(s, a)          (eq. 5)
+        2. actor  <- AWR with A = min(Q_target)(s, a) - V_new(s)          (eq. 7)
+        3. critic <- TD loss with target r + discount * mask * V_new(s')  (eq. 6)
+        4. target <- (1 - target_tau) * target + target_tau * critic
+
+        Returns the new agent and a dict of scalar metrics.
+        """
+        return self._update(batch)
+
+    @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
+    def update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IQLLearner", dict]:
+        """`num_steps` updates under `lax.scan`, each on a batch sampled on the device.
+
+        Equivalent to repeating `rng, key = split(agent.rng); batch = data.sample(key,
+        batch_size); agent = agent.replace(rng=rng).update(batch)`, but in one compiled call.
+        `data` is a jit argument (never closed over), so a new dataset of the same shape does
+        not recompile. The agent is donated: do not use `self` afterwards. Returns the new
+        agent and the metrics averaged over the `num_steps` steps.
+        """
+
+        def step(agent, _):
+            rng, key = jax.random.split(agent.rng)
+            return agent.replace(rng=rng)._update(data.sample(key, batch_size))
+
+        agent, infos = jax.lax.scan(step, self, length=num_steps)
+        return agent, jax.tree.map(jnp.mean, infos)
+
+    @jax.jit
+    def sample_actions(
+        self, observations: jax.Array, key: jax.Array, temperature: float | jax.Array = 0.0
+    ) -> jax.Array:
+        """Actions for (..., obs_dim) observations: mean + temperature * std * noise in [-1, 1].
+
+        temperature 0 returns the policy mean (evaluation); 1 samples the full Gaussian
+        (online data collection).
+        """
+        means, log_stds = self.actor.apply_fn({"params": self.actor.params}, observations)
+        return gaussian_sample(key, means, log_stds, temperature)

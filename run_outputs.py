@@ -1,0 +1,140 @@
+"""What a training run writes to its work directory, shared by both training scripts.
+
+- `MetricsWriter`: one row per call to `<kind>.csv` (`train.csv`, `eval.csv`) with columns
+  `step,seed,<scalars>`, and the same scalars to TensorBoard (one event folder per seed
+  under `tb/`, so seeds show as separate runs).
+- `summarize`: the final `summary.json` (last and best normalised score per seed, and their
+  mean and std over seeds).
+- `write_json`, `save_pytree`, `load_pytree`: atomic JSON and msgpack files (no pickle).
+"""
+
+import csv
+import json
+import math
+import os
+from typing import Any, Optional
+
+import flax.serialization
+import jax
+import numpy as np
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    """Write to a temporary file, then rename: readers see the old file or the new one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _keys_to_data(tree: Any) -> Any:
+    # Typed PRNG keys have no NumPy form; store their raw uint32 data instead.
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def save_pytree(path: str, tree: Any) -> None:
+    """Serialise a pytree of arrays (e.g. an agent) to msgpack with flax.serialization."""
+    _atomic_write(path, flax.serialization.to_bytes(jax.device_get(_keys_to_data(tree))))
+
+
+def load_pytree(path: str, template: Any) -> Any:
+    """Read a msgpack file written by `save_pytree` into the structure of `template`."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        restored = flax.serialization.from_bytes(_keys_to_data(template), data)
+    except Exception as e:  # msgpack raises several types for truncated or foreign bytes
+        raise ValueError(f"{path} is not a file saved from this kind of agent: {type(e).__name__}: {e}") from e
+    return jax.tree.map(
+        lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+        template,
+        restored,
+    )
+
+
+def _scalar(x: Any) -> Optional[float]:
+    if x is None:
+        return None
+    x = float(np.asarray(x))
+    return x
+
+
+class MetricsWriter:
+    """Fans scalar metrics out to `<workdir>/<kind>.csv` and TensorBoard."""
+
+    def __init__(self, workdir: str, tensorboard: bool = True):
+        self.workdir = workdir
+        self._files: dict[str, Any] = {}
+        self._writers: dict[str, csv.DictWriter] = {}
+        self._tensorboard = tensorboard
+        self._tb: dict[int, Any] = {}
+        self.rows: dict[str, list[dict]] = {}
+
+    def _tb_writer(self, seed: int):
+        if seed not in self._tb:
+            from tensorboardX import SummaryWriter  # imported lazily: optional output
+
+            self._tb[seed] = SummaryWriter(os.path.join(self.workdir, "tb", f"seed_{seed}"))
+        return self._tb[seed]
+
+    def write(self, kind: str, step: int, seed: int, scalars: dict) -> None:
+        """Append one row {step, seed, **scalars}; None values are written as empty cells."""
+        row = {"step": int(step), "seed": int(seed), **{k: _scalar(v) for k, v in scalars.items()}}
+        if kind not in self._writers:
+            f = open(os.path.join(self.workdir, f"{kind}.csv"), "w", newline="")
+            self._files[kind] = f
+            self._writers[kind] = csv.DictWriter(f, fieldnames=list(row))
+            self._writers[kind].writeheader()
+        self._writers[kind].writerow({k: "" if v is None else v for k, v in row.items()})
+        self._files[kind].flush()
+        self.rows.setdefault(kind, []).append(row)
+        if self._tensorboard:
+            tb = self._tb_writer(seed)
+            for k, v in scalars.items():
+                v = _scalar(v)
+                if v is not None and math.isfinite(v):
+                    tb.add_scalar(f"{kind}/{k}", v, step)
+            tb.flush()
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        for tb in self._tb.values():
+            tb.close()
+
+
+def summarize(eval_rows: list[dict]) -> dict:
+    """Last and best score per seed, and their mean/std over seeds.
+
+    Uses `normalized_score` when every row has one, else the raw `return` (and says so).
+    """
+    if not eval_rows:
+        return {"metric": None, "per_seed": {}}
+    use_norm = all(r.get("normalized_score") is not None for r in eval_rows)
+    metric = "normalized_score" if use_norm else "return"
+    per_seed: dict[int, dict] = {}
+    for r in sorted(eval_rows, key=lambda r: (r["seed"], r["step"])):
+        s = per_seed.setdefault(r["seed"], {"best": -math.inf})
+        s["last"], s["last_step"] = r[metric], r["step"]
+        s["best"] = max(s["best"], r[metric])
+    last = np.array([s["last"] for s in per_seed.values()])
+    best = np.array([s["best"] for s in per_seed.values()])
+    return {
+        "metric": metric,
+        "per_seed": {str(k): v for k, v in per_seed.items()},
+        "last_mean": float(last.mean()),
+        "last_std": float(last.std()),
+        "best_mean": float(best.mean()),
+        "best_std": float(best.std()),
+        "num_seeds": len(per_seed),
+    }
