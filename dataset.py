@@ -121,7 +121,7 @@ def _as_float_array(name: str, x: Any, ndim: tuple[int, ...]) -> np.ndarray:
         x = x[:, 0]  # (N, 1) rewards/terminals, as some files store them
     if x.ndim not in ndim:
         raise DatasetError(f"'{name}' must have {' or '.join(map(str, ndim))} dimension(s), got shape {x.shape}")
-    x = x.astype(np.float32) if x.ndim == 1 else x.reshape(len(x), -1).astype(np.float32)
+    x = x.astype(np.float32) if x.ndim == 1 else x.reshape(x.shape[0], int(np.prod(x.shape[1:]))).astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
         first = int(np.argwhere(bad)[0][0])

@@ -167,12 +167,27 @@ def main(argv):
         print(f"final {summary['metric']}: {summary['last_mean']:.2f} (best {summary['best_mean']:.2f})")
 
 
-def cli(argv):
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parse flags; an unknown `--config.<field>` becomes a RunError naming it."""
     try:
-        main(argv)
-    except RunError as e:
-        sys.exit(f"{os.path.basename(__file__)}: error: {e}")
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as e:  # how ml_collections reports an unknown field
+        inner = e.args[0] if e.args else e
+        text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
+        raise RunError(f"unknown config field: {text}") from e
+
+
+def _exit_on_error(fn):
+    def wrapped(argv):
+        try:
+            return fn(argv)
+        except RunError as e:
+            sys.exit(f"{os.path.basename(__file__)}: error: {e}")
+        except flags.Error as e:
+            sys.exit(f"{os.path.basename(__file__)}: error: {e}")
+
+    return wrapped
 
 
 if __name__ == "__main__":
-    app.run(cli)
+    app.run(_exit_on_error(main), flags_parser=_exit_on_error(parse_flags))

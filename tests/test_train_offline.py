@@ -1,0 +1,142 @@
+"""train_offline.main in-process on a :smoke config over datasets the tests build."""
+
+import csv
+import glob
+import json
+import os
+import sys
+from unittest import mock
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+import run_outputs
+import train_offline
+from learner import IQLLearner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = f"--config={ROOT}/configs/iql_mujoco.py:smoke"
+
+
+def parse_flags(*args):
+    # config_flags reads `--config.x` overrides from sys.argv, so the test sets it too.
+    argv = ["train_offline.py", *args]
+    with mock.patch.object(sys, "argv", argv):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(argv)
+
+
+def run_main(*args):
+    with flagsaver.flagsaver():
+        parse_flags(*args)
+        train_offline.main(["train_offline.py"])
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_main_trains_and_writes_everything(minari_root, tmp_path):
+    workdir = tmp_path / "run"
+    run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}", "--seed=3",
+             "--config.hidden_dims=(16,16)")
+
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["config"]["hidden_dims"] == [16, 16] and config["flags"]["seed"] == 3
+    assert config["dataset"]["size"] == 600
+
+    train = read_csv(workdir / "train.csv")
+    assert [int(r["step"]) for r in train] == [50, 100, 150, 200]
+    assert {"critic_loss", "value_loss", "actor_loss", "adv_mean"} <= set(train[0])
+    assert all(r["seed"] == "3" and np.isfinite(float(r["critic_loss"])) for r in train)
+
+    evals = read_csv(workdir / "eval.csv")
+    assert [int(r["step"]) for r in evals] == [100, 200]
+    assert list(evals[0])[:4] == ["step", "seed", "return", "normalized_score"]
+    ref_min, ref_max = config["dataset"]["ref_min_score"], config["dataset"]["ref_max_score"]
+    for r in evals:  # the normalised score is x100 of the raw return, as named
+        expected = 100 * (float(r["return"]) - ref_min) / (ref_max - ref_min)
+        assert float(r["normalized_score"]) == pytest.approx(expected)
+
+    events = glob.glob(str(workdir / "tb" / "seed_3" / "events.out.tfevents.*"))
+    assert len(events) == 1 and b"eval/normalized_score" in open(events[0], "rb").read()
+
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["metric"] == "normalized_score"
+    assert summary["last_mean"] == pytest.approx(float(evals[-1]["normalized_score"]))
+    assert summary["best_mean"] == pytest.approx(max(float(r["normalized_score"]) for r in evals))
+
+    # The saved agent loads back into a freshly created one, and is the trained one.
+    template = IQLLearner.create(jax.random.key(3), np.zeros(11), np.zeros(3),
+                                 _smoke_config())
+    agent = run_outputs.load_pytree(str(workdir / "agent.msgpack"), template)
+    assert int(agent.actor.step) == 200
+    obs = np.zeros((4, 11), np.float32)
+    assert agent.sample_actions(obs, jax.random.key(0), 0.0).shape == (4, 3)
+
+
+def _smoke_config():
+    from configs import iql_mujoco
+
+    config = iql_mujoco.get_config("smoke")
+    config.hidden_dims = (16, 16)
+    return config
+
+
+def test_hdf5_file_with_env_name(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    n = 300
+    path = tmp_path / "hopper-random-v2.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"] = rng.standard_normal((n, 11)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+        f["rewards"] = rng.standard_normal(n).astype(np.float32)
+        f["terminals"] = (np.arange(n) % 50 == 49).astype(np.float32)
+        f["timeouts"] = np.zeros(n, np.float32)
+    workdir = tmp_path / "run"
+    with pytest.raises(train_offline.RunError, match="--env_name"):
+        run_main(SMOKE, f"--dataset={path}", f"--workdir={workdir}")
+    run_main(SMOKE, f"--dataset={path}", f"--workdir={tmp_path / 'run2'}", "--env_name=Hopper-v5",
+             "--config.max_steps=100", "--config.eval_episodes=1", "--config.tensorboard=False")
+    evals = read_csv(tmp_path / "run2" / "eval.csv")
+    assert len(evals) == 1 and evals[0]["normalized_score"] != ""
+
+
+def test_unknown_dataset_is_a_clear_error(minari_root, tmp_path):
+    with pytest.raises(train_offline.RunError, match="nobody/hopper/nothing-v0"):
+        run_main(SMOKE, "--dataset=nobody/hopper/nothing-v0", f"--workdir={tmp_path / 'w'}")
+
+
+def test_config_typo_fails_at_parse():
+    with flagsaver.flagsaver():
+        argv = ["train_offline.py", SMOKE, "--config.expectilee=0.8"]
+        with mock.patch.object(sys, "argv", argv):
+            flags.FLAGS.unparse_flags()
+            with pytest.raises(train_offline.RunError, match='(?s)expectilee.*Did you mean "expectile"'):
+                train_offline.parse_flags(argv)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.expectile=1.5", "config.expectile must be in \\(0, 1\\)"),
+    ("--config.log_interval=70", "not a multiple of config.steps_per_call"),
+    ("--config.batch_size=100000", "larger than the dataset"),
+    ("--config.reward_transform=lcomotion", "unknown reward_transform 'lcomotion'"),
+])
+def test_bad_config_values_are_named(minari_root, tmp_path, override, message):
+    with pytest.raises(train_offline.RunError, match=message):
+        run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={tmp_path / 'w'}", override)
+
+
+def test_existing_run_is_not_overwritten(minari_root, tmp_path):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "eval.csv").write_text("step,seed\n5,0\n")
+    with pytest.raises(train_offline.RunError, match="already holds a run"):
+        run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}")
+    assert (workdir / "eval.csv").read_text() == "step,seed\n5,0\n"
