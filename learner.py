@@ -5,9 +5,11 @@ actor), then `IQLLearner`, which holds the three TrainStates plus the target cri
 them in one fused, compiled step.
 
     u = min_i Q_target_i(s, a) - V(s)
-    value  (eq. 5): L_V  = E[ |tau - 1(u < 0)| u^2 ]                         expectile regression
-    critic (eq. 6): L_Q  = E[ sum_i (Q_i(s, a) - r - discount * mask * V(s'))^2 ]
-    actor  (eq. 7): L_pi = -E[ min(exp(beta * A(s, a)), 100) log pi(a | s) ], A = Q_target - V
+    value  L_V(psi)   = E[ L_2^tau(u) ],  L_2^tau(u) = |tau - 1(u < 0)| u^2   expectile regression
+    critic L_Q(theta) = E[ sum_i (Q_i(s, a) - r - discount * mask * V(s'))^2 ]
+    actor  L_pi(phi)  = -E[ min(exp(beta * A(s, a)), 100) log pi(a | s) ],  A = Q_target - V
+
+(the paper's names for the three losses, Section 4; the actor is advantage-weighted regression).
 
 `beta` is an inverse temperature (the original code calls it `temperature`): beta = 0 is plain
 behavior cloning, larger beta follows the advantage more greedily.
@@ -44,7 +46,7 @@ MAX_AWR_WEIGHT = 100.0
 
 
 def expectile_loss(diff: jax.Array, expectile: float | jax.Array) -> jax.Array:
-    """Asymmetric squared loss L_2^tau(u) = |tau - 1(u < 0)| * u^2 (IQL eq. 2), elementwise.
+    """The paper's asymmetric squared loss L_2^tau(u) = |tau - 1(u < 0)| * u^2, elementwise.
 
     Minimising E[L_2^tau(x - v)] over v gives the tau-expectile of x: tau = 0.5 is the mean,
     tau -> 1 approaches the maximum.
@@ -56,7 +58,7 @@ def expectile_loss(diff: jax.Array, expectile: float | jax.Array) -> jax.Array:
 def value_loss(
     params: Any, value: TrainState, observations: jax.Array, target_q: jax.Array, expectile
 ) -> tuple[jax.Array, dict]:
-    """IQL eq. 5: fit V(s) to the `expectile` of Q_target(s, a) over dataset actions.
+    """L_V(psi): fit V(s) to the `expectile` of Q_target(s, a) over dataset actions.
 
     `target_q` is min over the target critic's heads; no gradient flows into it.
     """
@@ -69,7 +71,7 @@ def value_loss(
 def critic_loss(
     params: Any, critic: TrainState, batch: Any, next_v: jax.Array, discount
 ) -> tuple[jax.Array, dict]:
-    """IQL eq. 6: TD regression of every critic head onto r + discount * mask * V(s').
+    """L_Q(theta): TD regression of every critic head onto r + discount * mask * V(s').
 
     Squared errors are averaged over the batch and summed over the heads, as the original.
     `masks` is 0 only at true terminals, so time-limit truncations still bootstrap.
@@ -83,7 +85,7 @@ def critic_loss(
 def awr_actor_loss(
     params: Any, actor: TrainState, batch: Any, advantages: jax.Array, beta, dropout_key: jax.Array
 ) -> tuple[jax.Array, dict]:
-    """IQL eq. 7: advantage-weighted regression, -E[min(exp(beta * A), 100) * log pi(a|s)].
+    """L_pi(phi): advantage-weighted regression, -E[min(exp(beta * A), 100) * log pi(a|s)].
 
     With beta = 0 every weight is 1 and this is behavior cloning by maximum likelihood.
     """
@@ -275,9 +277,9 @@ class IQLLearner(struct.PyTreeNode):
     def update(self, batch: Any) -> tuple["IQLLearner", dict]:
         """One fused gradient step on `batch`, in the order of the original IQL code:
 
-        1. value  <- expectile loss against min(Q_target)(s, a)          (eq. 5)
-        2. actor  <- AWR with A = min(Q_target)(s, a) - V_new(s)          (eq. 7)
-        3. critic <- TD loss with target r + discount * mask * V_new(s')  (eq. 6)
+        1. value  <- L_V: expectile loss against min(Q_target)(s, a)
+        2. actor  <- L_pi: AWR with A = min(Q_target)(s, a) - V_new(s)
+        3. critic <- L_Q: TD loss with target r + discount * mask * V_new(s')
         4. target <- (1 - target_tau) * target + target_tau * critic
 
         Returns the new agent and a dict of scalar metrics.

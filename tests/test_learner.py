@@ -1,5 +1,7 @@
 """IQLLearner: the fused step, its order, update_n, tracing, and learning on a bandit."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +54,7 @@ def test_update_changes_every_state_and_moves_target_by_tau(setup):
     assert all(np.ndim(v) == 0 and np.isfinite(v) for v in info.values())
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def reference_step(agent, batch, value_for_actor: str):
     """The IQL step written out with the pure losses; `value_for_actor` picks which value
     net (the 'new' one, as the original, or the 'old' one) the actor's advantage uses."""
