@@ -19,6 +19,17 @@ def normalized_score(returns, ref_min_score: Optional[float], ref_max_score: Opt
     return 100.0 * (np.asarray(returns) - ref_min_score) / (ref_max_score - ref_min_score)
 
 
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """`gym.make(env_id)`, rescaled to actions in [-1, 1] when its bounds differ (the policies
+    here act in [-1, 1]); `RescaleAction` records itself in the env spec, so a Minari dataset
+    recorded in this env recovers the same wrapper."""
+    env = gym.make(env_id, **kwargs)
+    space = env.action_space
+    if isinstance(space, gym.spaces.Box) and not (np.allclose(space.low, -1) and np.allclose(space.high, 1)):
+        env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    return env
+
+
 def check_env(env: gym.Env, obs_dim: int, action_dim: int, name: str = "the evaluation env") -> None:
     """Raise a clear ValueError when an env cannot run a policy trained on this data."""
     obs_space, act_space = env.observation_space, env.action_space

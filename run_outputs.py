@@ -72,8 +72,9 @@ def _scalar(x: Any) -> Optional[float]:
 class MetricsWriter:
     """Fans scalar metrics out to `<workdir>/<kind>.csv` and TensorBoard."""
 
-    def __init__(self, workdir: str, tensorboard: bool = True):
+    def __init__(self, workdir: str, tensorboard: bool = True, append: bool = False):
         self.workdir = workdir
+        self._append = append  # continue existing CSVs (a resumed run) instead of starting them
         self._files: dict[str, Any] = {}
         self._writers: dict[str, csv.DictWriter] = {}
         self._tensorboard = tensorboard
@@ -91,10 +92,20 @@ class MetricsWriter:
         """Append one row {step, seed, **scalars}; None values are written as empty cells."""
         row = {"step": int(step), "seed": int(seed), **{k: _scalar(v) for k, v in scalars.items()}}
         if kind not in self._writers:
-            f = open(os.path.join(self.workdir, f"{kind}.csv"), "w", newline="")
+            path = os.path.join(self.workdir, f"{kind}.csv")
+            continuing = self._append and os.path.exists(path)
+            fieldnames = list(row)
+            if continuing:
+                with open(path, newline="") as f:
+                    fieldnames = next(csv.reader(f), fieldnames)
+            f = open(path, "a" if continuing else "w", newline="")
             self._files[kind] = f
-            self._writers[kind] = csv.DictWriter(f, fieldnames=list(row))
-            self._writers[kind].writeheader()
+            self._writers[kind] = csv.DictWriter(f, fieldnames=fieldnames)
+            if not continuing:
+                self._writers[kind].writeheader()
+        unknown = set(row) - set(self._writers[kind].fieldnames)
+        if unknown:
+            raise ValueError(f"{kind}.csv has no column(s) {sorted(unknown)}; its columns are fixed by its first row")
         self._writers[kind].writerow({k: "" if v is None else v for k, v in row.items()})
         self._files[kind].flush()
         self.rows.setdefault(kind, []).append(row)

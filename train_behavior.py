@@ -1,0 +1,153 @@
+"""Train the SAC behavior agent whose snapshots `collect.py` turns into offline datasets.
+
+    python train_behavior.py --env=Hopper-v5 --workdir=runs/behavior/Hopper-v5 --seed=0
+
+Writes to --workdir:
+  snapshots/step_XXXXXXX.msgpack  the actor's parameters every `snapshot_interval` steps
+  snapshots.json                  [{step, return, return_std}] from deterministic evaluations
+  train.csv, eval.csv, tb/        training scalars and evaluation returns
+  checkpoint/                     agent, replay buffer and loop state, to resume
+Run it again with the same --workdir to resume from the last checkpoint (the episode in
+progress at the checkpoint is cut there and a new one starts).
+"""
+
+import json
+import os
+import shutil
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.")
+flags.DEFINE_string("workdir", None, "Output folder (default: runs/behavior/<env>).")
+flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.")
+config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sac_mujoco.py"),
+    "SAC config file.", lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def save_checkpoint(workdir: str, agent, buffer, state: dict) -> None:
+    """Write checkpoint/ as a whole: build it beside, then swap, so a crash keeps the old one."""
+    import numpy as np
+
+    import run_outputs
+
+    final, tmp = os.path.join(workdir, "checkpoint"), os.path.join(workdir, "checkpoint.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    run_outputs.save_pytree(os.path.join(tmp, "agent.msgpack"), agent)
+    valid = buffer.valid()
+    np.savez(os.path.join(tmp, "buffer.npz"), **{k: np.asarray(v) for k, v in vars(valid).items()})
+    run_outputs.write_json(os.path.join(tmp, "state.json"), state)
+    old = final + ".old"
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from tqdm import tqdm
+
+    import evaluation
+    import run_outputs
+    from dataset import Dataset, ReplayBuffer
+    from sac import SACLearner
+
+    config = FLAGS.config
+    for name in ("start_steps", "snapshot_interval", "checkpoint_interval", "max_steps"):
+        if config[name] % config.steps_per_call:
+            sys.exit(f"config.{name}={config[name]} must be a multiple of config.steps_per_call={config.steps_per_call}")
+    workdir = FLAGS.workdir or os.path.join("runs", "behavior", FLAGS.env)
+    os.makedirs(os.path.join(workdir, "snapshots"), exist_ok=True)
+    make_env = lambda: evaluation.make_env(FLAGS.env)  # noqa: E731
+    env = make_env()
+    obs_dim = int(np.prod(env.observation_space.shape))
+    action_dim = int(np.prod(env.action_space.shape))
+
+    key = jax.random.key(FLAGS.seed)
+    agent_key, act_key, env_key, eval_key = jax.random.split(key, 4)
+    agent = SACLearner.create(agent_key, jnp.zeros(obs_dim), jnp.zeros(action_dim), config)
+    buffer = ReplayBuffer.create(config.max_steps, obs_dim, action_dim)
+    state = {"step": 0, "episodes": 0, "snapshots": [], "env": FLAGS.env, "seed": FLAGS.seed,
+             "config": config.to_dict()}
+
+    checkpoint = os.path.join(workdir, "checkpoint")
+    if os.path.exists(os.path.join(checkpoint, "state.json")):
+        with open(os.path.join(checkpoint, "state.json")) as f:
+            state = json.load(f)
+        if state["env"] != FLAGS.env or state["seed"] != FLAGS.seed:
+            sys.exit(f"{workdir} holds a run of {state['env']} seed {state['seed']}; use another --workdir")
+        agent = run_outputs.load_pytree(os.path.join(checkpoint, "agent.msgpack"), agent)
+        with np.load(os.path.join(checkpoint, "buffer.npz")) as f:
+            rows = Dataset(**{k: jnp.asarray(f[k]) for k in f.files})
+        rows = rows.replace(dones=rows.dones.at[-1].set(1.0))  # the interrupted episode ends here
+        n = rows.size
+        buffer = buffer.replace(data=jax.tree.map(lambda b, x: b.at[:n].set(x), buffer.data, rows),
+                                size=jnp.int32(n), cursor=jnp.int32(n % buffer.capacity))
+        print(f"resuming {FLAGS.env} from step {state['step']} ({n} transitions in the buffer)")
+
+    writer = run_outputs.MetricsWriter(workdir, tensorboard=True, append=state["step"] > 0)
+    chunk = {k: [] for k in ("obs", "act", "rew", "term", "trunc", "next_obs")}
+
+    def reset():
+        seed = int(jax.random.randint(jax.random.fold_in(env_key, state["episodes"]), (), 0, 2**31 - 1))
+        state["episodes"] += 1
+        return env.reset(seed=seed)[0]
+
+    obs, episode_return, returns = reset(), 0.0, []
+    k = config.steps_per_call
+    bar = tqdm(total=config.max_steps, initial=state["step"], unit="step", dynamic_ncols=True, desc=FLAGS.env)
+    for step in range(state["step"], config.max_steps):
+        step_key = jax.random.fold_in(act_key, step)
+        if step < config.start_steps:
+            action = np.asarray(jax.random.uniform(step_key, (action_dim,), minval=-1.0, maxval=1.0))
+        else:
+            action = np.asarray(agent.sample_actions(jnp.asarray(obs, jnp.float32), step_key, False))
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for name, value in zip(chunk, (obs, action, reward, terminated, truncated, next_obs)):
+            chunk[name].append(value)
+        episode_return += reward
+        obs = next_obs
+        if terminated or truncated:
+            returns.append(episode_return)
+            obs, episode_return = reset(), 0.0
+
+        if (step + 1) % k == 0:
+            buffer = buffer.insert(*(np.asarray(chunk[name], np.float32) for name in chunk))
+            chunk = {name: [] for name in chunk}
+            if step + 1 > config.start_steps:
+                agent, info = agent.update_n(buffer, k, config.batch_size)
+            bar.update(k)
+        if (step + 1) % config.snapshot_interval == 0:
+            if step + 1 > config.start_steps:
+                scalars = {name: float(v) for name, v in jax.device_get(info).items()}
+                recent = float(np.mean(returns[-10:])) if returns else None
+                writer.write("train", step + 1, FLAGS.seed, {"episode_return": recent, **scalars})
+            policy = lambda o: agent.sample_actions(o, eval_key, True)  # noqa: E731
+            eval_seed = int(jax.random.randint(jax.random.fold_in(eval_key, step), (), 0, 2**30))
+            result = evaluation.evaluate(policy, make_env, config.eval_episodes, eval_seed)
+            run_outputs.save_pytree(os.path.join(workdir, "snapshots", f"step_{step + 1:07d}.msgpack"), agent.actor.params)
+            state["snapshots"].append({"step": step + 1, "return": result["return"], "return_std": result["return_std"]})
+            writer.write("eval", step + 1, FLAGS.seed, {"return": result["return"], "return_std": result["return_std"]})
+            run_outputs.write_json(os.path.join(workdir, "snapshots.json"), state["snapshots"])
+            bar.set_postfix(eval_return=f"{result['return']:.0f}")
+        if (step + 1) % config.checkpoint_interval == 0 or step + 1 == config.max_steps:
+            state["step"] = step + 1
+            save_checkpoint(workdir, agent, buffer, state)
+    bar.close()
+    writer.close()
+    best = max(state["snapshots"], key=lambda s: s["return"]) if state["snapshots"] else None
+    if best:
+        print(f"best snapshot: step {best['step']}, return {best['return']:.1f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
