@@ -14,18 +14,19 @@ progress at the checkpoint is cut there and a new one starts).
 import json
 import os
 import shutil
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.")
-flags.DEFINE_string("workdir", None, "Output folder (default: runs/behavior/<env>).")
-flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.")
+import cli
+
+FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
+flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.", flag_values=FLAGS)
+flags.DEFINE_string("workdir", None, "Output folder (default: runs/behavior/<env>).", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.", flag_values=FLAGS)
 config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sac_mujoco.py"),
-    "SAC config file.", lock_config=True)
-FLAGS = flags.FLAGS
+    "SAC config file.", lock_config=True, flag_values=FLAGS)
 
 
 def save_checkpoint(workdir: str, agent, buffer, state: dict) -> None:
@@ -48,9 +49,11 @@ def save_checkpoint(workdir: str, agent, buffer, state: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
+def train(env_id: str, config, workdir: str, seed: int) -> list[dict]:
+    """Train SAC on `env_id`, resuming from `workdir`/checkpoint when there is one.
+
+    Returns the snapshot list [{step, return, return_std}].
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -61,30 +64,28 @@ def main(argv):
     from dataset import Dataset, ReplayBuffer
     from sac import SACLearner
 
-    config = FLAGS.config
     for name in ("start_steps", "snapshot_interval", "checkpoint_interval", "max_steps"):
         if config[name] % config.steps_per_call:
-            sys.exit(f"config.{name}={config[name]} must be a multiple of config.steps_per_call={config.steps_per_call}")
-    workdir = FLAGS.workdir or os.path.join("runs", "behavior", FLAGS.env)
+            raise cli.UserError(f"config.{name}={config[name]} must be a multiple of config.steps_per_call={config.steps_per_call}")
     os.makedirs(os.path.join(workdir, "snapshots"), exist_ok=True)
-    make_env = lambda: evaluation.make_env(FLAGS.env)  # noqa: E731
+    make_env = lambda: evaluation.make_env(env_id)  # noqa: E731
     env = make_env()
     obs_dim = int(np.prod(env.observation_space.shape))
     action_dim = int(np.prod(env.action_space.shape))
 
-    key = jax.random.key(FLAGS.seed)
+    key = jax.random.key(seed)
     agent_key, act_key, env_key, eval_key = jax.random.split(key, 4)
     agent = SACLearner.create(agent_key, jnp.zeros(obs_dim), jnp.zeros(action_dim), config)
     buffer = ReplayBuffer.create(config.max_steps, obs_dim, action_dim)
-    state = {"step": 0, "episodes": 0, "snapshots": [], "env": FLAGS.env, "seed": FLAGS.seed,
+    state = {"step": 0, "episodes": 0, "snapshots": [], "env": env_id, "seed": seed,
              "config": config.to_dict()}
 
     checkpoint = os.path.join(workdir, "checkpoint")
     if os.path.exists(os.path.join(checkpoint, "state.json")):
         with open(os.path.join(checkpoint, "state.json")) as f:
             state = json.load(f)
-        if state["env"] != FLAGS.env or state["seed"] != FLAGS.seed:
-            sys.exit(f"{workdir} holds a run of {state['env']} seed {state['seed']}; use another --workdir")
+        if state["env"] != env_id or state["seed"] != seed:
+            raise cli.UserError(f"{workdir} holds a run of {state['env']} seed {state['seed']}; use another --workdir")
         agent = run_outputs.load_pytree(os.path.join(checkpoint, "agent.msgpack"), agent)
         with np.load(os.path.join(checkpoint, "buffer.npz")) as f:
             rows = Dataset(**{k: jnp.asarray(f[k]) for k in f.files})
@@ -92,8 +93,12 @@ def main(argv):
         n = rows.size
         buffer = buffer.replace(data=jax.tree.map(lambda b, x: b.at[:n].set(x), buffer.data, rows),
                                 size=jnp.int32(n), cursor=jnp.int32(n % buffer.capacity))
-        print(f"resuming {FLAGS.env} from step {state['step']} ({n} transitions in the buffer)")
+        print(f"resuming {env_id} from step {state['step']} ({n} transitions in the buffer)")
 
+    # What collect.py needs to rebuild the actor from a snapshot file.
+    run_outputs.write_json(os.path.join(workdir, "behavior.json"), {
+        "env": env_id, "hidden_dims": list(config.hidden_dims), "obs_dim": obs_dim,
+        "action_dim": action_dim, "start_steps": config.start_steps, "seed": seed})
     writer = run_outputs.MetricsWriter(workdir, tensorboard=True, append=state["step"] > 0)
     chunk = {k: [] for k in ("obs", "act", "rew", "term", "trunc", "next_obs")}
 
@@ -104,7 +109,7 @@ def main(argv):
 
     obs, episode_return, returns = reset(), 0.0, []
     k = config.steps_per_call
-    bar = tqdm(total=config.max_steps, initial=state["step"], unit="step", dynamic_ncols=True, desc=FLAGS.env)
+    bar = tqdm(total=config.max_steps, initial=state["step"], unit="step", dynamic_ncols=True, desc=env_id)
     for step in range(state["step"], config.max_steps):
         step_key = jax.random.fold_in(act_key, step)
         if step < config.start_steps:
@@ -130,13 +135,13 @@ def main(argv):
             if step + 1 > config.start_steps:
                 scalars = {name: float(v) for name, v in jax.device_get(info).items()}
                 recent = float(np.mean(returns[-10:])) if returns else None
-                writer.write("train", step + 1, FLAGS.seed, {"episode_return": recent, **scalars})
+                writer.write("train", step + 1, seed, {"episode_return": recent, **scalars})
             policy = lambda o: agent.sample_actions(o, eval_key, True)  # noqa: E731
             eval_seed = int(jax.random.randint(jax.random.fold_in(eval_key, step), (), 0, 2**30))
             result = evaluation.evaluate(policy, make_env, config.eval_episodes, eval_seed)
             run_outputs.save_pytree(os.path.join(workdir, "snapshots", f"step_{step + 1:07d}.msgpack"), agent.actor.params)
             state["snapshots"].append({"step": step + 1, "return": result["return"], "return_std": result["return_std"]})
-            writer.write("eval", step + 1, FLAGS.seed, {"return": result["return"], "return_std": result["return_std"]})
+            writer.write("eval", step + 1, seed, {"return": result["return"], "return_std": result["return_std"]})
             run_outputs.write_json(os.path.join(workdir, "snapshots.json"), state["snapshots"])
             bar.set_postfix(eval_return=f"{result['return']:.0f}")
         if (step + 1) % config.checkpoint_interval == 0 or step + 1 == config.max_steps:
@@ -147,7 +152,14 @@ def main(argv):
     best = max(state["snapshots"], key=lambda s: s["return"]) if state["snapshots"] else None
     if best:
         print(f"best snapshot: step {best['step']}, return {best['return']:.1f}")
+    return state["snapshots"]
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    train(FLAGS.env, FLAGS.config, FLAGS.workdir or os.path.join("runs", "behavior", FLAGS.env), FLAGS.seed)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, FLAGS)

@@ -13,28 +13,30 @@ data, agent, loop, evaluation and logging together.
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-flags.DEFINE_string("dataset", "mujoco/hopper/medium-v0", "Minari dataset id, or a path to a .hdf5/.h5/.npz file.")
-flags.DEFINE_string("workdir", None, "Folder for everything the run writes (default: runs/<algo>_<dataset>_seed<seed>).")
-flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from it.")
-flags.DEFINE_string("env_name", None, "Gymnasium id of the evaluation env (needed for .hdf5/.npz datasets).")
+import cli
+
+FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
+flags.DEFINE_string("dataset", "mujoco/hopper/medium-v0", "Minari dataset id, or a path to a .hdf5/.h5/.npz file.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("workdir", None, "Folder for everything the run writes (default: runs/<algo>_<dataset>_seed<seed>).",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from it.", flag_values=FLAGS)
+flags.DEFINE_string("env_name", None, "Gymnasium id of the evaluation env (needed for .hdf5/.npz datasets).",
+                    flag_values=FLAGS)
 config_flags.DEFINE_config_file(
     "config",
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco.py"),
     "Config file, optionally with a variant: configs/iql_mujoco.py:smoke.",
     lock_config=True,
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
-
-
-class RunError(Exception):
-    """A problem with the user's input (flags, config, dataset, env), shown as one line."""
 
 
 def _fail(message: str) -> None:
-    raise RunError(message)
+    raise cli.UserError(message)
 
 
 def check_loop_config(config) -> None:
@@ -167,27 +169,5 @@ def main(argv):
         print(f"final {summary['metric']}: {summary['last_mean']:.2f} (best {summary['best_mean']:.2f})")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """Parse flags; an unknown `--config.<field>` becomes a RunError naming it."""
-    try:
-        return FLAGS(argv)
-    except (AttributeError, KeyError) as e:  # how ml_collections reports an unknown field
-        inner = e.args[0] if e.args else e
-        text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
-        raise RunError(f"unknown config field: {text}") from e
-
-
-def _exit_on_error(fn):
-    def wrapped(argv):
-        try:
-            return fn(argv)
-        except RunError as e:
-            sys.exit(f"{os.path.basename(__file__)}: error: {e}")
-        except flags.Error as e:
-            sys.exit(f"{os.path.basename(__file__)}: error: {e}")
-
-    return wrapped
-
-
 if __name__ == "__main__":
-    app.run(_exit_on_error(main), flags_parser=_exit_on_error(parse_flags))
+    cli.run(main, FLAGS)

@@ -66,3 +66,18 @@ def bandit_arrays(n: int = 1000, good_fraction: float = 0.1, seed: int = 0) -> d
         "rewards": good.astype(np.float32),
         "terminals": np.ones(n, np.float32),
     }
+
+
+@pytest.fixture(scope="session")
+def pendulum_behavior(tmp_path_factory):
+    """A small SAC behavior run on Pendulum-v1: 4000 steps, then resumed to 6000."""
+    import train_behavior
+    from configs import sac_mujoco
+
+    workdir = tmp_path_factory.mktemp("behavior") / "pendulum"
+    config = sac_mujoco.get_config("smoke")
+    config.max_steps = 4000
+    first = train_behavior.train("Pendulum-v1", config, str(workdir), seed=0)
+    config.max_steps = 6000
+    snapshots = train_behavior.train("Pendulum-v1", config, str(workdir), seed=0)
+    return workdir, first, snapshots

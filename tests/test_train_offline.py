@@ -10,9 +10,8 @@ from unittest import mock
 import jax
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
+import cli
 import run_outputs
 import train_offline
 from learner import IQLLearner
@@ -25,14 +24,13 @@ def parse_flags(*args):
     # config_flags reads `--config.x` overrides from sys.argv, so the test sets it too.
     argv = ["train_offline.py", *args]
     with mock.patch.object(sys, "argv", argv):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(argv)
+        train_offline.FLAGS.unparse_flags()
+        cli.parse(train_offline.FLAGS, argv)
 
 
 def run_main(*args):
-    with flagsaver.flagsaver():
-        parse_flags(*args)
-        train_offline.main(["train_offline.py"])
+    parse_flags(*args)  # unparse_flags() first: every run starts from the defaults
+    train_offline.main(["train_offline.py"])
 
 
 def read_csv(path):
@@ -100,7 +98,7 @@ def test_hdf5_file_with_env_name(tmp_path):
         f["terminals"] = (np.arange(n) % 50 == 49).astype(np.float32)
         f["timeouts"] = np.zeros(n, np.float32)
     workdir = tmp_path / "run"
-    with pytest.raises(train_offline.RunError, match="--env_name"):
+    with pytest.raises(cli.UserError, match="--env_name"):
         run_main(SMOKE, f"--dataset={path}", f"--workdir={workdir}")
     run_main(SMOKE, f"--dataset={path}", f"--workdir={tmp_path / 'run2'}", "--env_name=Hopper-v5",
              "--config.max_steps=100", "--config.eval_episodes=1", "--config.tensorboard=False")
@@ -109,17 +107,13 @@ def test_hdf5_file_with_env_name(tmp_path):
 
 
 def test_unknown_dataset_is_a_clear_error(minari_root, tmp_path):
-    with pytest.raises(train_offline.RunError, match="nobody/hopper/nothing-v0"):
+    with pytest.raises(cli.UserError, match="nobody/hopper/nothing-v0"):
         run_main(SMOKE, "--dataset=nobody/hopper/nothing-v0", f"--workdir={tmp_path / 'w'}")
 
 
 def test_config_typo_fails_at_parse():
-    with flagsaver.flagsaver():
-        argv = ["train_offline.py", SMOKE, "--config.expectilee=0.8"]
-        with mock.patch.object(sys, "argv", argv):
-            flags.FLAGS.unparse_flags()
-            with pytest.raises(train_offline.RunError, match='(?s)expectilee.*Did you mean "expectile"'):
-                train_offline.parse_flags(argv)
+    with pytest.raises(cli.UserError, match='(?s)expectilee.*Did you mean "expectile"'):
+        parse_flags(SMOKE, "--config.expectilee=0.8")
 
 
 @pytest.mark.parametrize("override,message", [
@@ -129,7 +123,7 @@ def test_config_typo_fails_at_parse():
     ("--config.reward_transform=lcomotion", "unknown reward_transform 'lcomotion'"),
 ])
 def test_bad_config_values_are_named(minari_root, tmp_path, override, message):
-    with pytest.raises(train_offline.RunError, match=message):
+    with pytest.raises(cli.UserError, match=message):
         run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={tmp_path / 'w'}", override)
 
 
@@ -137,6 +131,6 @@ def test_existing_run_is_not_overwritten(minari_root, tmp_path):
     workdir = tmp_path / "w"
     workdir.mkdir()
     (workdir / "eval.csv").write_text("step,seed\n5,0\n")
-    with pytest.raises(train_offline.RunError, match="already holds a run"):
+    with pytest.raises(cli.UserError, match="already holds a run"):
         run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}")
     assert (workdir / "eval.csv").read_text() == "step,seed\n5,0\n"

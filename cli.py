@@ -1,0 +1,58 @@
+"""Command-line plumbing shared by the scripts (train_offline, train_behavior, collect).
+
+Each script defines its flags on its own `absl.flags.FlagValues`, not on absl's global one, so
+several scripts can be imported into one process (tests, notebooks) without their `--config`,
+`--workdir` and `--seed` flags colliding, and importing a script has no side effect.
+`run(main, flag_values)` parses the command line into that set and shows problems with the
+user's input (`UserError`, bad flags, unknown `--config.<field>`) as one line, not a traceback.
+"""
+
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+
+class UserError(Exception):
+    """A problem with the user's input (flags, config, dataset, env), shown as one line."""
+
+
+def parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
+    """Parse `argv` into `flag_values`; an unknown `--config.<field>` becomes a UserError.
+
+    ml_collections' config flags read their `--config.x` overrides from sys.argv, so callers
+    parsing a list other than sys.argv (tests) must make sys.argv the same list.
+    """
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(flag_values.get_help())
+        sys.exit(0)
+    try:
+        return flag_values(argv)
+    except (AttributeError, KeyError) as e:  # how ml_collections reports an unknown field
+        inner = e.args[0] if e.args else e
+        text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
+        raise UserError(f"unknown config field: {text}") from e
+    except flags.Error as e:
+        raise UserError(str(e)) from e
+
+
+def run(main: Callable[[list[str]], None], flag_values: flags.FlagValues) -> None:
+    """`absl.app.run(main)` with the script's own flag set and one-line errors."""
+    name = os.path.basename(sys.argv[0])
+
+    def parser(argv):
+        try:
+            args = parse(flag_values, argv)
+        except UserError as e:
+            sys.exit(f"{name}: error: {e}")
+        flags.FLAGS(argv[:1])  # absl's own flags (logging) keep their defaults
+        return args
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except UserError as e:
+            sys.exit(f"{name}: error: {e}")
+
+    app.run(guarded, flags_parser=parser)

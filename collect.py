@@ -1,0 +1,278 @@
+"""Make D4RL-style Minari datasets for a Gymnasium env from SAC behavior snapshots, offline.
+
+    python collect.py --env=Hopper-v5                       # from the shipped policies
+    python collect.py --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --datasets=medium,expert
+    python collect.py --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --export=behavior_policies/hopper
+
+Datasets, recorded with `minari.DataCollector` under `<namespace>/<env>/<kind>-v0`:
+  random         uniformly random actions in [-1, 1]
+  medium         the snapshot whose evaluation return is closest to 1/3 of the best, as D4RL
+                 (counted from the worst snapshot's return, for envs with negative returns)
+  medium-replay  the agent's training history until it reached medium: random actions for
+                 the warm-up steps, then every snapshot in turn for the steps it trained over
+                 (D4RL stored the raw replay buffer; replaying the snapshots lets the small
+                 shipped files rebuild it)
+  expert         the best snapshot
+  medium-expert  medium's steps followed by expert's steps
+Behavior actions are sampled from the stochastic policy, as D4RL. Every random draw (actions,
+episode resets) derives from --seed, so the same seed rebuilds identical arrays. The metadata
+holds the evaluation env and `ref_min_score` / `ref_max_score`: the mean returns of the random
+and the expert policy over --ref_episodes episodes, so the normalised score works.
+
+A behavior folder (a `train_behavior.py` work directory, or a shipped one) holds
+`behavior.json` (env, network sizes, warm-up steps), `snapshots.json` ([{step, return}]) and
+`snapshots/step_XXXXXXX.msgpack` (actor parameters).
+"""
+
+import json
+import os
+
+from absl import flags, logging
+
+import cli
+
+FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
+KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "behavior_policies")
+
+flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.", flag_values=FLAGS)
+flags.DEFINE_string("behavior", None, f"Behavior folder (default: the shipped one, {SHIPPED}/<env>).", flag_values=FLAGS)
+flags.DEFINE_list("datasets", list(KINDS), f"Which datasets to make, from {KINDS}.", flag_values=FLAGS)
+flags.DEFINE_string("namespace", "local", "Minari namespace of the new dataset ids.", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 1_000_000, "Environment steps per policy (medium-expert records twice this).", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.", flag_values=FLAGS)
+flags.DEFINE_integer("ref_episodes", 50, "Episodes averaged for ref_min_score / ref_max_score.", flag_values=FLAGS)
+flags.DEFINE_integer("num_envs", 16, "Envs stepped side by side (one batched policy call per step).", flag_values=FLAGS)
+flags.DEFINE_bool("overwrite", False, "Replace datasets that already exist (otherwise they are kept).", flag_values=FLAGS)
+flags.DEFINE_string("export", None, "Instead of collecting, copy the snapshots collect needs to this folder.", flag_values=FLAGS)
+
+
+
+def env_family(env_id: str) -> str:
+    """'Hopper-v5' -> 'hopper', the middle part of a dataset id."""
+    return env_id.split("/")[-1].split("-v")[0].lower()
+
+
+def dataset_id(namespace: str, env_id: str, kind: str) -> str:
+    return f"{namespace}/{env_family(env_id)}/{kind}-v0"
+
+
+def shipped_dir(env_id: str) -> str:
+    return os.path.join(SHIPPED, env_family(env_id))
+
+
+class Behavior:
+    """The snapshots of one behavior run, and which of them D4RL's recipe picks."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            with open(os.path.join(path, "behavior.json")) as f:
+                self.meta = json.load(f)
+            with open(os.path.join(path, "snapshots.json")) as f:
+                self.snapshots = sorted(json.load(f), key=lambda s: s["step"])
+        except (OSError, ValueError) as e:
+            raise cli.UserError(f"{path} is not a behavior folder (behavior.json, snapshots.json): {e}") from e
+        if not self.snapshots:
+            raise cli.UserError(f"{path} has no snapshots yet")
+        returns = [s["return"] for s in self.snapshots]
+        self.expert = max(self.snapshots, key=lambda s: s["return"])
+        # D4RL's medium reaches about a third of the best return. Measured from the worst
+        # snapshot (the untrained policy) up, so that envs with negative returns work too;
+        # for locomotion, where the untrained return is near 0, it is the same rule.
+        target = min(returns) + (max(returns) - min(returns)) / 3
+        self.medium = min(self.snapshots, key=lambda s: (abs(s["return"] - target), s["step"]))
+        self.replay = [s for s in self.snapshots if s["step"] < self.medium["step"]]
+
+    def params(self, step: int):
+        import jax
+        import jax.numpy as jnp
+
+        import run_outputs
+        from sac import TanhGaussianActor
+
+        actor = TanhGaussianActor(tuple(self.meta["hidden_dims"]), self.meta["action_dim"])
+        template = actor.init(jax.random.key(0), jnp.zeros((1, self.meta["obs_dim"])))["params"]
+        path = os.path.join(self.path, "snapshots", f"step_{step:07d}.msgpack")
+        try:
+            return run_outputs.load_pytree(path, template)
+        except OSError as e:
+            raise cli.UserError(f"missing snapshot file {path}") from e
+
+    def segments(self, kind: str, steps: int) -> list[tuple[str, int | None, int]]:
+        """(label, snapshot step or None for random, env steps) for each part of a dataset."""
+        if kind == "random":
+            return [("random", None, steps)]
+        if kind == "medium":
+            return [("medium", self.medium["step"], steps)]
+        if kind == "expert":
+            return [("expert", self.expert["step"], steps)]
+        if kind == "medium-expert":
+            return [("medium", self.medium["step"], steps), ("expert", self.expert["step"], steps)]
+        if kind == "medium-replay":
+            warmup = int(self.meta["start_steps"])
+            parts = [("warm-up", None, warmup)]
+            bounds = [s["step"] for s in self.replay] + [self.medium["step"]]
+            for snap, end in zip(self.replay, bounds[1:]):
+                parts.append((f"step {snap['step']}", snap["step"], end - max(snap["step"], warmup)))
+            return [p for p in parts if p[2] > 0]
+        raise cli.UserError(f"unknown dataset kind {kind!r}; choose from {KINDS}")
+
+    def export(self, target: str) -> None:
+        """Copy behavior.json, snapshots.json and only the snapshot files collect uses."""
+        import shutil
+
+        needed = {self.medium["step"], self.expert["step"], *(s["step"] for s in self.replay)}
+        os.makedirs(os.path.join(target, "snapshots"), exist_ok=True)
+        for step in sorted(needed):
+            name = f"step_{step:07d}.msgpack"
+            shutil.copyfile(os.path.join(self.path, "snapshots", name), os.path.join(target, "snapshots", name))
+        with open(os.path.join(target, "behavior.json"), "w") as f:
+            json.dump(self.meta, f, indent=2)
+        with open(os.path.join(target, "snapshots.json"), "w") as f:
+            json.dump([s for s in self.snapshots if s["step"] in needed], f, indent=2)
+
+
+def make_policy(behavior: Behavior, step: int | None, action_dim: int, deterministic: bool = False):
+    """A jitted (observations, key) -> actions in [-1, 1]; `step` None is the random policy."""
+    import jax
+
+    from sac import TanhGaussianActor, policy_actions
+
+    if step is None:
+        return jax.jit(lambda obs, key: jax.random.uniform(key, obs.shape[:-1] + (action_dim,), minval=-1.0, maxval=1.0))
+    params = behavior.params(step)
+    apply_fn = TanhGaussianActor(tuple(behavior.meta["hidden_dims"]), action_dim).apply
+    return jax.jit(lambda obs, key: policy_actions(apply_fn, params, obs, key, deterministic))
+
+
+def mean_return(env_id: str, policy, key, episodes: int) -> float:
+    """Mean return of `policy` (stochastic) over `episodes` vectorized episodes."""
+    import jax
+
+    import evaluation
+
+    counter = iter(range(2**31))
+    act = lambda obs: policy(obs, jax.random.fold_in(key, next(counter)))  # noqa: E731
+    seed = int(jax.random.randint(jax.random.fold_in(key, 2**31), (), 0, 2**30))
+    return evaluation.evaluate(act, lambda: evaluation.make_env(env_id), episodes, seed)["return"]
+
+
+def record(env_id: str, segments, policies: dict, key, bar_desc: str, num_envs: int):
+    """Step `num_envs` DataCollector-wrapped envs in lockstep through the segments, one batched
+    policy call per step for all of them; returns the collectors (record order is fixed by
+    `num_envs` and `key`, so the same arguments give the same episodes)."""
+    import jax
+    import minari
+    import numpy as np
+    from tqdm import tqdm
+
+    import evaluation
+
+    collectors = [minari.DataCollector(evaluation.make_env(env_id)) for _ in range(num_envs)]
+    env_key, act_key = jax.random.split(key)
+    episodes = 0
+
+    def reset(collector):
+        nonlocal episodes
+        seed = int(jax.random.randint(jax.random.fold_in(env_key, episodes), (), 0, 2**31 - 1))
+        episodes += 1
+        return np.asarray(collector.reset(seed=seed)[0], np.float32)
+
+    obs = np.stack([reset(c) for c in collectors])
+    total = sum(n for _, _, n in segments)
+    call = 0
+    with tqdm(total=total, unit="step", desc=bar_desc, dynamic_ncols=True, mininterval=1.0) as bar:
+        for _, snapshot, n in segments:
+            policy = policies[snapshot]
+            remaining = n
+            while remaining > 0:
+                active = min(num_envs, remaining)  # the last call of a segment may use fewer envs
+                actions = np.asarray(policy(obs, jax.random.fold_in(act_key, call)))
+                call += 1
+                for j in range(active):
+                    next_obs, _, terminated, truncated, _ = collectors[j].step(actions[j])
+                    obs[j] = reset(collectors[j]) if terminated or truncated else next_obs
+                remaining -= active
+                bar.update(active)
+    return collectors
+
+
+def make_datasets(env_id: str, behavior: Behavior, kinds, namespace: str, steps: int, seed: int,
+                  ref_episodes: int, overwrite: bool = False, num_envs: int = 16) -> list[str]:
+    """Record the datasets `kinds` into the local Minari root; returns their ids."""
+    import jax
+    import minari
+
+    import dataset as dataset_lib
+    import evaluation
+
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise cli.UserError(f"unknown dataset kind(s) {unknown}; choose from {KINDS}")
+    if behavior.meta["env"] != env_id:
+        raise cli.UserError(f"{behavior.path} holds policies for {behavior.meta['env']}, not {env_id}")
+    env = evaluation.make_env(env_id)
+    action_dim = int(env.action_space.shape[0])
+    env.close()
+
+    key = jax.random.key(seed)
+    ref_key, data_key = jax.random.split(key)
+    policies = {None: make_policy(behavior, None, action_dim)}
+    for kind in kinds:
+        for _, snapshot, _ in behavior.segments(kind, steps):
+            if snapshot not in policies:
+                policies[snapshot] = make_policy(behavior, snapshot, action_dim)
+    expert_policy = policies.get(behavior.expert["step"]) or make_policy(behavior, behavior.expert["step"], action_dim)
+    ref_min = mean_return(env_id, policies[None], jax.random.fold_in(ref_key, 0), ref_episodes)
+    ref_max = mean_return(env_id, expert_policy, jax.random.fold_in(ref_key, 1), ref_episodes)
+    print(f"{env_id}: reference returns random {ref_min:.1f}, expert {ref_max:.1f} "
+          f"(medium = snapshot {behavior.medium['step']}, expert = snapshot {behavior.expert['step']})")
+
+    made = []
+    for kind in kinds:
+        ds_id = dataset_id(namespace, env_id, kind)
+        if ds_id in minari.list_local_datasets():
+            if not overwrite:
+                print(f"{ds_id} already exists in {dataset_lib.minari_root()}; keeping it (--overwrite replaces it)")
+                made.append(ds_id)
+                continue
+            minari.delete_dataset(ds_id)
+        segments = behavior.segments(kind, steps)
+        collectors = record(env_id, segments, policies, jax.random.fold_in(data_key, KINDS.index(kind)), ds_id,
+                            num_envs)
+        dataset = collectors[0].create_dataset(
+            dataset_id=ds_id,
+            eval_env=evaluation.make_env(env_id).spec,  # with RescaleAction when one was needed
+            algorithm_name=f"SAC behavior policy ({kind}), collect.py",
+            author="iql-jax collect.py",
+            author_email="none",
+            code_permalink="collect.py",
+            description=f"D4RL-style {kind} dataset for {env_id}: "
+                        + "; ".join(f"{label} x {n} steps" for label, _, n in segments),
+            ref_min_score=ref_min,
+            ref_max_score=ref_max,
+        )
+        for collector in collectors[1:]:
+            collector.add_to_dataset(dataset)
+        for collector in collectors:
+            collector.close()
+        made.append(ds_id)
+    return made
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    behavior = Behavior(FLAGS.behavior or shipped_dir(FLAGS.env))
+    if FLAGS.export:
+        behavior.export(FLAGS.export)
+        print(f"exported {FLAGS.env} behavior snapshots to {FLAGS.export}")
+        return
+    ids = make_datasets(FLAGS.env, behavior, FLAGS.datasets, FLAGS.namespace, FLAGS.steps, FLAGS.seed,
+                        FLAGS.ref_episodes, FLAGS.overwrite, FLAGS.num_envs)
+    print("datasets: " + ", ".join(ids))
+
+
+if __name__ == "__main__":
+    cli.run(main, FLAGS)
