@@ -9,7 +9,7 @@ Datasets, recorded with `minari.DataCollector` under `<namespace>/<env>/<kind>-v
   medium         the snapshot whose evaluation return is closest to 1/3 of the best, as D4RL
                  (counted from the worst snapshot's return, for envs with negative returns)
   medium-replay  the agent's training history until it reached medium: random actions for
-                 the warm-up steps, then every snapshot in turn for the steps it trained over
+                 the warm-up steps, then at each step the latest snapshot taken by then
                  (D4RL stored the raw replay buffer; replaying the snapshots lets the small
                  shipped files rebuild it)
   expert         the best snapshot
@@ -110,11 +110,17 @@ class Behavior:
         if kind == "medium-expert":
             return [("medium", self.medium["step"], steps), ("expert", self.expert["step"], steps)]
         if kind == "medium-replay":
-            warmup = int(self.meta["start_steps"])
-            parts = [("warm-up", None, warmup)]
-            bounds = [s["step"] for s in self.replay] + [self.medium["step"]]
-            for snap, end in zip(self.replay, bounds[1:]):
-                parts.append((f"step {snap['step']}", snap["step"], end - max(snap["step"], warmup)))
+            # Steps [0, medium) of training: random during the warm-up, then at each step the
+            # latest snapshot taken by then (the first one before any was taken).
+            end_step = self.medium["step"]
+            begin = min(int(self.meta["start_steps"]), end_step)
+            parts = [("warm-up", None, begin)]
+            replay = self.replay or [self.medium]
+            ends = [s["step"] for s in replay[1:]] + [end_step]
+            for snap, end in zip(replay, ends):
+                if end > begin:
+                    parts.append((f"step {snap['step']}", snap["step"], end - begin))
+                    begin = end
             return [p for p in parts if p[2] > 0]
         raise cli.UserError(f"unknown dataset kind {kind!r}; choose from {KINDS}")
 
@@ -259,6 +265,40 @@ def make_datasets(env_id: str, behavior: Behavior, kinds, namespace: str, steps:
             collector.close()
         made.append(ds_id)
     return made
+
+
+def shipped_env_for(family: str) -> str | None:
+    """The env id of the shipped behavior policies for a dataset-id family, if any."""
+    path = os.path.join(SHIPPED, family, "behavior.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["env"]
+
+
+def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
+    """Build `local/<env>/<kind>-v0` from the shipped policies if it is not there yet.
+
+    Returns True when it built the dataset; False when the id is not such a local id, has no
+    shipped policies, or is already in the local Minari root.
+    """
+    import minari
+
+    import dataset as dataset_lib
+
+    parts = ds_id.split("/")
+    if len(parts) != 3 or parts[0] != "local" or "-v" not in parts[2]:
+        return False
+    family, kind = parts[1], parts[2].rsplit("-v", 1)[0]
+    env_id = shipped_env_for(family)
+    if env_id is None or kind not in KINDS or dataset_id("local", env_id, kind) != ds_id:
+        return False
+    if ds_id in minari.list_local_datasets():
+        return False
+    print(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; building it from the "
+          f"shipped {env_id} policies ({steps:,} steps per policy, a few minutes on a laptop CPU)")
+    make_datasets(env_id, Behavior(shipped_dir(env_id)), [kind], "local", steps, seed, ref_episodes=50)
+    return True
 
 
 def main(argv):

@@ -1,5 +1,6 @@
 """Offline training of IQL on a Minari dataset or a D4RL-format file.
 
+    python train_offline.py          # IQL on local/hopper/medium-v0, built from the shipped policy if needed
     python train_offline.py --config=configs/iql_mujoco.py --dataset=mujoco/hopper/medium-v0 \
         --workdir=runs/hopper-medium --seed=0
     python train_offline.py --config=configs/iql_mujoco.py --dataset=path/to/hopper-medium-v2.hdf5 \
@@ -19,7 +20,9 @@ from ml_collections import config_flags
 import cli
 
 FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
-flags.DEFINE_string("dataset", "mujoco/hopper/medium-v0", "Minari dataset id, or a path to a .hdf5/.h5/.npz file.",
+flags.DEFINE_string("dataset", "local/hopper/medium-v0",
+                    "Minari dataset id, or a path to a .hdf5/.h5/.npz file. Ids local/<env>/<kind>-v0 "
+                    "with shipped behavior policies (see collect.py) are built on first use.",
                     flag_values=FLAGS)
 flags.DEFINE_string("workdir", None, "Folder for everything the run writes (default: runs/<algo>_<dataset>_seed<seed>).",
                     flag_values=FLAGS)
@@ -67,6 +70,7 @@ def main(argv):
     import numpy as np
     from tqdm import tqdm
 
+    import collect
     import dataset as dataset_lib
     import evaluation
     import run_outputs
@@ -84,6 +88,8 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
 
     try:
+        if not dataset_lib.is_file_source(FLAGS.dataset):
+            collect.ensure_local_dataset(FLAGS.dataset)
         data, info = dataset_lib.load_dataset(FLAGS.dataset, config.reward_transform)
     except dataset_lib.DatasetError as e:
         _fail(str(e))
