@@ -51,7 +51,7 @@ def evaluate(
     policy_fn: Callable[[np.ndarray], np.ndarray],
     make_env: Callable[[], gym.Env],
     num_episodes: int,
-    seed: int,
+    seed: int | list[int],
 ) -> dict:
     """Mean undiscounted return of `num_episodes` episodes, run in parallel.
 
@@ -59,14 +59,14 @@ def evaluate(
       policy_fn: (num_episodes, obs_dim) float32 observations -> (num_episodes, act_dim) actions.
       make_env: builds one evaluation env (with its time limit).
       num_episodes: number of episodes, one per vectorized env copy.
-      seed: episode i is reset with seed + i.
+      seed: episode i is reset with seed + i, or with seed[i] when a list is given.
 
     Returns:
       {'return': mean, 'return_std': std, 'length': mean episode length, 'returns': per episode}.
     """
     envs = gym.vector.SyncVectorEnv([make_env] * num_episodes)
     try:
-        obs, _ = envs.reset(seed=seed)
+        obs, _ = envs.reset(seed=list(seed) if isinstance(seed, (list, tuple)) else seed)
         returns = np.zeros(num_episodes)
         lengths = np.zeros(num_episodes, np.int64)
         running = np.ones(num_episodes, bool)

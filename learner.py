@@ -286,6 +286,16 @@ class IQLLearner(struct.PyTreeNode):
         """
         return self._update(batch)
 
+    def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IQLLearner", dict]:
+        """The body of `update_n`, unjitted, for callers that add their own jit/vmap."""
+
+        def step(agent, _):
+            rng, key = jax.random.split(agent.rng)
+            return agent.replace(rng=rng)._update(data.sample(key, batch_size))
+
+        agent, infos = jax.lax.scan(step, self, length=num_steps)
+        return agent, jax.tree.map(jnp.mean, infos)
+
     @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
     def update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IQLLearner", dict]:
         """`num_steps` updates under `lax.scan`, each on a batch sampled on the device.
@@ -296,13 +306,7 @@ class IQLLearner(struct.PyTreeNode):
         not recompile. The agent is donated: do not use `self` afterwards. Returns the new
         agent and the metrics averaged over the `num_steps` steps.
         """
-
-        def step(agent, _):
-            rng, key = jax.random.split(agent.rng)
-            return agent.replace(rng=rng)._update(data.sample(key, batch_size))
-
-        agent, infos = jax.lax.scan(step, self, length=num_steps)
-        return agent, jax.tree.map(jnp.mean, infos)
+        return self._update_n(data, num_steps, batch_size)
 
     @jax.jit
     def sample_actions(

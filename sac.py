@@ -158,10 +158,8 @@ class SACLearner(struct.PyTreeNode):
         """One fused step: critic -> actor -> temperature -> Polyak target."""
         return self._update(batch)
 
-    @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
-    def update_n(self, data, num_steps: int, batch_size: int) -> tuple["SACLearner", dict]:
-        """`num_steps` updates under `lax.scan` on batches sampled on the device from `data`
-        (a `dataset.ReplayBuffer` or `Dataset`); metrics averaged over the steps."""
+    def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["SACLearner", dict]:
+        """The body of `update_n`, unjitted, for callers that add their own jit/vmap."""
 
         def step(agent, _):
             rng, key = jax.random.split(agent.rng)
@@ -169,6 +167,13 @@ class SACLearner(struct.PyTreeNode):
 
         agent, infos = jax.lax.scan(step, self, length=num_steps)
         return agent, jax.tree.map(jnp.mean, infos)
+
+    @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
+    def update_n(self, data, num_steps: int, batch_size: int) -> tuple["SACLearner", dict]:
+        """`num_steps` updates under `lax.scan` on batches sampled on the device from `data`
+        (a `dataset.ReplayBuffer` or `Dataset`); metrics averaged over the steps."""
+
+        return self._update_n(data, num_steps, batch_size)
 
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:

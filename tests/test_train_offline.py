@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import cli
+import multiseed
 import run_outputs
 import train_offline
 from learner import IQLLearner
@@ -68,13 +69,13 @@ def test_main_trains_and_writes_everything(minari_root, tmp_path):
     assert summary["last_mean"] == pytest.approx(float(evals[-1]["normalized_score"]))
     assert summary["best_mean"] == pytest.approx(max(float(r["normalized_score"]) for r in evals))
 
-    # The saved agent loads back into a freshly created one, and is the trained one.
-    template = IQLLearner.create(jax.random.key(3), np.zeros(11), np.zeros(3),
-                                 _smoke_config())
-    agent = run_outputs.load_pytree(str(workdir / "agent.msgpack"), template)
+    # The saved (stacked) agents load back into a template of freshly created ones.
+    template = multiseed.stack([IQLLearner.create(jax.random.key(3), np.zeros(11), np.zeros(3), _smoke_config())])
+    agent = multiseed.unstack(run_outputs.load_pytree(str(workdir / "agent.msgpack"), template), 0)
     assert int(agent.actor.step) == 200
     obs = np.zeros((4, 11), np.float32)
     assert agent.sample_actions(obs, jax.random.key(0), 0.0).shape == (4, 3)
+    assert summary["eval_time_fraction"] > 0 and summary["wall_time_s"] > 0
 
 
 def _smoke_config():
@@ -134,3 +135,18 @@ def test_existing_run_is_not_overwritten(minari_root, tmp_path):
     with pytest.raises(cli.UserError, match="already holds a run"):
         run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}")
     assert (workdir / "eval.csv").read_text() == "step,seed\n5,0\n"
+
+
+def test_two_seeds_in_one_process(minari_root, tmp_path):
+    workdir = tmp_path / "run"
+    run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}", "--seed=3", "--num_seeds=2",
+             "--config.hidden_dims=(16,16)", "--config.tensorboard=False")
+    train = read_csv(workdir / "train.csv")
+    assert [(int(r["step"]), int(r["seed"])) for r in train[:4]] == [(50, 3), (50, 4), (100, 3), (100, 4)]
+    assert train[0]["critic_loss"] != train[1]["critic_loss"]  # the seeds train differently
+    evals = read_csv(workdir / "eval.csv")
+    assert [(int(r["step"]), int(r["seed"])) for r in evals] == [(100, 3), (100, 4), (200, 3), (200, 4)]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["num_seeds"] == 2 and set(summary["per_seed"]) == {"3", "4"}
+    last = [float(r["normalized_score"]) for r in evals[2:]]
+    assert summary["last_mean"] == pytest.approx(np.mean(last)) and summary["last_std"] == pytest.approx(np.std(last))
