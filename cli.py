@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 class UserError(Exception):
@@ -27,6 +27,10 @@ def parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
     if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
         print(flag_values.get_help())
         sys.exit(0)
+    # config_flags registers `--config.<field>` flags while parsing; drop any left from an
+    # earlier parse in this process, or the next one would define them twice.
+    for name in [n for n in flag_values if "." in n]:
+        delattr(flag_values, name)
     try:
         return flag_values(argv)
     except (AttributeError, KeyError) as e:  # how ml_collections reports an unknown field
@@ -50,6 +54,7 @@ def run(main: Callable[[list[str]], None], flag_values: flags.FlagValues) -> Non
         return args
 
     def guarded(argv):
+        logging.set_verbosity(logging.WARNING)  # absl INFO would echo JAX's backend probing
         try:
             return main(argv)
         except UserError as e:

@@ -27,7 +27,7 @@ A behavior folder (a `train_behavior.py` work directory, or a shipped one) holds
 import json
 import os
 
-from absl import flags, logging
+from absl import flags
 
 import cli
 
@@ -303,7 +303,6 @@ def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> b
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
     behavior = Behavior(FLAGS.behavior or shipped_dir(FLAGS.env))
     if FLAGS.export:
         behavior.export(FLAGS.export)

@@ -395,12 +395,28 @@ class ReplayBuffer(struct.PyTreeNode):
         return cls(data=data, size=jnp.int32(0), cursor=jnp.int32(0),
                    reward_scale=jnp.float32(reward_scale), reward_shift=jnp.float32(reward_shift))
 
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, capacity: int, reward_scale: float = 1.0,
+                     reward_shift: float = 0.0) -> "ReplayBuffer":
+        """A buffer of `capacity` rows seeded with every row of an (already preprocessed)
+        offline dataset; online inserts go after it and overwrite it only once it is full."""
+        if dataset.size > capacity:
+            raise DatasetError(f"the offline dataset ({dataset.size} transitions) does not fit a replay "
+                               f"buffer of {capacity}; raise config.buffer_size")
+        buffer = cls.create(capacity, dataset.observations.shape[1], dataset.actions.shape[1], reward_scale, reward_shift)
+        data = jax.tree.map(lambda buf, x: buf.at[: dataset.size].set(x), buffer.data, dataset)
+        return buffer.replace(data=data, size=jnp.int32(dataset.size), cursor=jnp.int32(dataset.size % capacity))
+
     @functools.partial(jax.jit, donate_argnums=0)
     def insert(self, observations, actions, rewards, terminated, truncated, next_observations) -> "ReplayBuffer":
         """Append n raw transitions (arrays with a leading axis of n); returns the new buffer.
 
         Compiled once per chunk length n; the buffer is donated, so the write is in place.
         """
+        return self._insert(observations, actions, rewards, terminated, truncated, next_observations)
+
+    def _insert(self, observations, actions, rewards, terminated, truncated, next_observations) -> "ReplayBuffer":
+        """The body of `insert`, unjitted, for callers that add their own jit/vmap."""
         n = rewards.shape[0]
         rows = (self.cursor + jnp.arange(n)) % self.capacity
         terminated = jnp.asarray(terminated, jnp.float32)
@@ -425,3 +441,18 @@ class ReplayBuffer(struct.PyTreeNode):
         size, cursor = int(self.size), int(self.cursor)
         order = np.arange(size) if size < self.capacity else (cursor + np.arange(size)) % self.capacity
         return jax.tree.map(lambda x: x[order], self.data)
+
+
+class MixedData(struct.PyTreeNode):
+    """Batches drawn half from the offline dataset and half from the online buffer (the
+    IDQL / RLPD recipe); same `sample` signature as `Dataset`."""
+
+    offline: Dataset
+    online: ReplayBuffer
+
+    def sample(self, key: jax.Array, batch_size: int) -> Dataset:
+        offline_key, online_key = jax.random.split(key)
+        half = batch_size // 2
+        a = self.offline.sample(offline_key, half)
+        b = self.online.sample(online_key, batch_size - half)
+        return jax.tree.map(lambda x, y: jnp.concatenate([x, y]), a, b)

@@ -86,9 +86,42 @@ def update_n(agents: Any, data: Any, num_steps: int, batch_size: int) -> tuple[A
 
 
 @jax.jit
-def sample_actions(agents: Any, observations: jax.Array, key: jax.Array, temperature: float = 0.0) -> jax.Array:
-    """Actions for observations (num_seeds, n, obs_dim), each seed acting with its own agent."""
-    return jax.vmap(lambda agent, obs: agent.sample_actions(obs, key, temperature))(agents, observations)
+def sample_actions(agents: Any, observations: jax.Array, keys: jax.Array, temperature: float = 0.0) -> jax.Array:
+    """Actions for observations (num_seeds, n, obs_dim), each seed acting with its own agent
+    and its own key (`keys` has the seed axis)."""
+    return jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key, temperature))(agents, observations, keys)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_update_n_online(mesh: Mesh, num_steps: int, batch_size: int, mix_offline: bool) -> Callable:
+    """Like `compiled_update_n`, but each seed samples from its own replay buffer, or half from
+    its buffer and half from the shared offline dataset when `mix_offline`."""
+    from dataset import MixedData
+
+    def run(agents, buffers, offline):
+        def one(agent, buffer):
+            source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
+            return agent._update_n(source, num_steps, batch_size)
+
+        return jax.vmap(one)(agents, buffers)
+
+    return jax.jit(run, out_shardings=seed_sharding(mesh), donate_argnums=0)
+
+
+def update_n_online(agents, buffers, offline, num_steps: int, batch_size: int, mix_offline: bool):
+    mesh = jax.tree.leaves(agents)[0].sharding.mesh
+    return compiled_update_n_online(mesh, num_steps, batch_size, mix_offline)(agents, buffers, offline)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def insert(buffers: Any, *rows: jax.Array) -> Any:
+    """Append (num_seeds, n, ...) transitions, seed i's rows to seed i's buffer (donated)."""
+    return jax.vmap(lambda buffer, *r: buffer._insert(*r))(buffers, *rows)
+
+
+def shard_seeds(tree: Any, mesh: Mesh) -> Any:
+    """Place a pytree with a leading seed axis (e.g. stacked buffers) on the seed sharding."""
+    return jax.device_put(tree, seed_sharding(mesh))
 
 
 def stack(agents: list[Any]) -> Any:

@@ -62,11 +62,13 @@ def load_pytree(path: str, template: Any) -> Any:
     )
 
 
-def _scalar(x: Any) -> Optional[float]:
-    if x is None:
-        return None
-    x = float(np.asarray(x))
-    return x
+def _scalar(x: Any) -> Optional[float | int | str]:
+    """A CSV cell: None, a label string (e.g. the phase), an int count, or a float."""
+    if x is None or isinstance(x, str):
+        return x
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return int(x)
+    return float(np.asarray(x))
 
 
 class MetricsWriter:
@@ -113,7 +115,7 @@ class MetricsWriter:
             tb = self._tb_writer(seed)
             for k, v in scalars.items():
                 v = _scalar(v)
-                if v is not None and math.isfinite(v):
+                if isinstance(v, (int, float)) and math.isfinite(v):
                     tb.add_scalar(f"{kind}/{k}", v, step)
             tb.flush()
 

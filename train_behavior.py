@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 import cli
@@ -157,7 +157,6 @@ def train(env_id: str, config, workdir: str, seed: int) -> list[dict]:
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
     train(FLAGS.env, FLAGS.config, FLAGS.workdir or os.path.join("runs", "behavior", FLAGS.env), FLAGS.seed)
 
 

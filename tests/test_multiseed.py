@@ -120,7 +120,7 @@ def test_sample_actions_per_seed(data, tiny_config):
     create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], tiny_config)  # noqa: E731
     agents = multiseed.create_agents(create, [0, 1], multiseed.make_mesh(2))
     obs = jnp.stack([data.observations[:5], data.observations[:5]])
-    actions = multiseed.sample_actions(agents, obs, jax.random.key(0))
+    actions = multiseed.sample_actions(agents, obs, jnp.stack([jax.random.key(0)] * 2))
     assert actions.shape == (2, 5, 2)
     np.testing.assert_allclose(actions[1], multiseed.unstack(agents, 1).sample_actions(obs[1], jax.random.key(0)),
                                atol=1e-6)

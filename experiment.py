@@ -1,0 +1,225 @@
+"""The parts of a training run that train_offline.py and train_finetune.py share.
+
+`Experiment.setup` checks the config, loads the dataset (building a local one from the shipped
+policies when needed), finds and checks the evaluation env, places the data on the seeds'
+device mesh and writes `config.json`; `create_agents` makes one agent per seed; `evaluate`
+runs every seed's episodes side by side and writes `eval.csv` rows; `log_train` writes
+`train.csv` rows; `finish` saves the agents and writes `summary.json`.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import cli
+
+
+def fail(message: str) -> None:
+    raise cli.UserError(message)
+
+
+def check_intervals(config, total_steps_field: str = "max_steps") -> None:
+    for name in ("batch_size", total_steps_field, "steps_per_call", "log_interval", "eval_interval"):
+        if config[name] <= 0:
+            fail(f"config.{name} must be > 0, got {config[name]}")
+    if config.eval_episodes < 0:
+        fail(f"config.eval_episodes must be >= 0, got {config.eval_episodes}")
+    for name in (total_steps_field, "log_interval", "eval_interval"):
+        if config[name] % config.steps_per_call:
+            fail(f"config.{name}={config[name]} is not a multiple of config.steps_per_call="
+                 f"{config.steps_per_call}: the loop logs and evaluates between compiled calls")
+
+
+def default_workdir(config, dataset: str, seed: int, prefix: str = "") -> str:
+    name = os.path.splitext(os.path.basename(dataset))[0] if dataset.endswith((".hdf5", ".h5", ".npz")) else dataset
+    return os.path.join("runs", f"{prefix}{config.algo}_{name.replace('/', '_')}_seed{seed}")
+
+
+def request_cpu_devices(num_seeds: int) -> None:
+    """On a CPU-only machine, ask XLA for one host device per core so seeds train side by
+    side; must run before JAX starts (no effect after, nor on GPU/TPU devices)."""
+    if num_seeds > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        import multiseed
+
+        count = multiseed.num_local_cpu_devices(num_seeds)
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+
+
+@dataclasses.dataclass
+class Experiment:
+    config: Any
+    seeds: list[int]
+    workdir: str
+    mesh: Any
+    data: Any  # dataset.Dataset, replicated over the mesh
+    info: Any  # dataset.DatasetInfo
+    ref_min: Optional[float]
+    ref_max: Optional[float]
+    make_env: Optional[Callable]
+    agent_class: Any
+    writer: Any
+    is_main: bool
+    eval_keys: list = dataclasses.field(default_factory=list)
+    eval_seconds: float = 0.0
+    start_time: float = dataclasses.field(default_factory=time.perf_counter)
+
+    @classmethod
+    def setup(cls, flag_values, config, agent_classes: dict, extra_json: Optional[dict] = None,
+              workdir_prefix: str = "") -> "Experiment":
+        import jax
+
+        import collect
+        import dataset as dataset_lib
+        import evaluation
+        import multiseed
+        import run_outputs
+
+        if config.algo not in agent_classes:
+            fail(f"config.algo={config.algo!r} is not one of {sorted(agent_classes)}")
+        seeds = [flag_values.seed + i for i in range(flag_values.num_seeds)]
+        try:
+            mesh = multiseed.make_mesh(len(seeds), flag_values.num_devices)
+        except ValueError as e:
+            fail(str(e))
+
+        workdir = flag_values.workdir or default_workdir(config, flag_values.dataset, flag_values.seed, workdir_prefix)
+        if any(os.path.exists(os.path.join(workdir, f)) for f in ("eval.csv", "train.csv")):
+            fail(f"{workdir} already holds a run (train.csv/eval.csv); choose another --workdir or move it away")
+        os.makedirs(workdir, exist_ok=True)
+
+        try:
+            if not dataset_lib.is_file_source(flag_values.dataset):
+                collect.ensure_local_dataset(flag_values.dataset)
+            data, info = dataset_lib.load_dataset(flag_values.dataset, config.reward_transform)
+        except dataset_lib.DatasetError as e:
+            fail(str(e))
+        if config.batch_size > data.size:
+            fail(f"config.batch_size={config.batch_size} is larger than the dataset ({data.size} transitions)")
+        ref_min = config.ref_min_score if config.ref_min_score is not None else info.ref_min_score
+        ref_max = config.ref_max_score if config.ref_max_score is not None else info.ref_max_score
+
+        make_env = info.make_env
+        if flag_values.env_name:
+            make_env = lambda: evaluation.make_env(flag_values.env_name)  # noqa: E731
+        obs_dim, action_dim = data.observations.shape[1], data.actions.shape[1]
+        if make_env is not None or config.eval_episodes > 0:
+            if make_env is None:
+                fail(f"{flag_values.dataset} names no evaluation env: pass --env_name (e.g. Hopper-v5) "
+                     "or set config.eval_episodes=0")
+            try:
+                env = make_env()
+                evaluation.check_env(env, obs_dim, action_dim)
+                env.close()
+            except Exception as e:  # unknown env id, missing extras, wrong shapes
+                fail(f"evaluation env: {type(e).__name__}: {e}")
+
+        print(f"{info.name}: {data.size} transitions, {info.num_episodes} episodes, obs {obs_dim}, act {action_dim}; "
+              f"rewards x{info.reward_scale:.4g} {info.reward_shift:+g}; reference returns {ref_min} / {ref_max}; "
+              f"{len(seeds)} seed(s) on {mesh.devices.size} {jax.devices()[0].platform} device(s); writing to {workdir}")
+        is_main = jax.process_index() == 0
+        if is_main:
+            run_outputs.write_json(os.path.join(workdir, "config.json"), {
+                "config": config.to_dict(),
+                "flags": {k: getattr(flag_values, k) for k in ("dataset", "seed", "num_seeds", "env_name")}
+                         | {"workdir": workdir},
+                "dataset": {"size": data.size, "episodes": info.num_episodes, "reward_scale": info.reward_scale,
+                            "reward_shift": info.reward_shift, "ref_min_score": ref_min, "ref_max_score": ref_max},
+                "devices": [str(d) for d in mesh.devices.flat],
+                "command": " ".join(sys.argv),
+                **(extra_json or {}),
+            })
+        writer = run_outputs.MetricsWriter(workdir, tensorboard=config.tensorboard) if is_main else None
+        # Seed s: key(s) -> (agent key, eval key), the same whether it trains alone or with others.
+        eval_keys = [jax.random.split(jax.random.key(s))[1] for s in seeds]
+        return cls(config=config, seeds=seeds, workdir=workdir, mesh=mesh, data=multiseed.replicate(data, mesh),
+                   info=info, ref_min=ref_min, ref_max=ref_max, make_env=make_env,
+                   agent_class=agent_classes[config.algo], writer=writer, is_main=is_main, eval_keys=eval_keys)
+
+    def create_agents(self):
+        """One agent per seed, stacked on the seed axis and sharded over the mesh."""
+        import jax
+
+        import multiseed
+
+        obs, act = self.data.observations[0], self.data.actions[0]
+        create = lambda key: self.agent_class.create(jax.random.split(key)[0], obs, act, self.config)  # noqa: E731
+        try:
+            return multiseed.create_agents(create, self.seeds, self.mesh)
+        except ValueError as e:
+            fail(str(e))
+
+    def log_train(self, step: int, metrics: dict, extra: Optional[dict] = None) -> None:
+        """Write one train.csv row per seed; stop on a non-finite metric."""
+        import numpy as np
+
+        import multiseed
+
+        metrics = multiseed.fetch(metrics)  # {name: (num_seeds,)}
+        if self.is_main:
+            for i, seed in enumerate(self.seeds):
+                self.writer.write("train", step, seed, {**(extra or {}), **{k: float(v[i]) for k, v in metrics.items()}})
+        bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+        if bad:
+            fail(f"non-finite training metrics at step {step}: {bad}")
+
+    def evaluate(self, agents, step: int, extra: Optional[dict] = None) -> float:
+        """Every seed's `eval_episodes` episodes in one vector env; one eval.csv row per seed.
+
+        Returns the mean over seeds of the normalised score (or of the return without refs).
+        """
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+
+        import evaluation
+        import multiseed
+
+        tic = time.perf_counter()
+        episodes, n = self.config.eval_episodes, len(self.seeds)
+        # Each seed's episode seeds derive from its eval key and the step.
+        env_seeds = []
+        for key in self.eval_keys:
+            base = int(jax.random.randint(jax.random.fold_in(key, step), (), 0, 2**30))
+            env_seeds += [base + j for j in range(episodes)]
+        acting = agents if jax.process_count() == 1 else jax.device_put(multiseed.fetch(agents), jax.local_devices()[0])
+        shown = []
+        if self.is_main:
+            def policy(obs):
+                actions = multiseed.sample_actions(acting, obs.reshape(n, episodes, -1), jnp.stack(self.eval_keys))
+                return np.asarray(actions).reshape(n * episodes, -1)
+
+            returns = evaluation.evaluate(policy, self.make_env, len(env_seeds), env_seeds)["returns"]
+            for seed, seed_returns in zip(self.seeds, returns.reshape(n, episodes)):
+                mean = float(seed_returns.mean())
+                score = evaluation.normalized_score(mean, self.ref_min, self.ref_max)
+                score = None if score is None else float(score)
+                self.writer.write("eval", step, seed, {"return": mean, "normalized_score": score,
+                                                       "return_std": float(seed_returns.std()), **(extra or {})})
+                shown.append(mean if score is None else score)
+        self.eval_seconds += time.perf_counter() - tic
+        return float(np.mean(shown)) if shown else float("nan")
+
+    def due(self, step: int, interval: int, last_step: int) -> bool:
+        return self.config.eval_episodes > 0 and (step % interval == 0 or step == last_step)
+
+    def finish(self, agents, total_updates: int, extra: Optional[dict] = None) -> dict:
+        """Save the agents (agent.msgpack) and write summary.json."""
+        import multiseed
+        import run_outputs
+
+        wall = time.perf_counter() - self.start_time
+        summary = {}
+        if self.is_main:
+            run_outputs.save_pytree(os.path.join(self.workdir, "agent.msgpack"), multiseed.fetch(agents))
+            summary = run_outputs.summarize(self.writer.rows.get("eval", []))
+            summary.update(steps=total_updates, wall_time_s=wall, eval_time_fraction=self.eval_seconds / wall,
+                           **(extra or {}))
+            run_outputs.write_json(os.path.join(self.workdir, "summary.json"), summary)
+            self.writer.close()
+            if summary.get("metric"):
+                print(f"final {summary['metric']}: {summary['last_mean']:.2f} +- {summary['last_std']:.2f} "
+                      f"(best {summary['best_mean']:.2f}); {wall:.0f} s, "
+                      f"{100 * self.eval_seconds / wall:.1f}% in evaluation")
+        return summary

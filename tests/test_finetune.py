@@ -1,0 +1,119 @@
+"""train_finetune: the online phase, both phases in the logs, and that fine-tuning helps."""
+
+import csv
+import json
+import os
+import sys
+from unittest import mock
+
+import numpy as np
+import pytest
+
+import cli
+import dataset as dataset_lib
+import train_finetune
+import train_offline
+import toy_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = f"--config={ROOT}/configs/iql_mujoco_finetune.py:smoke"
+
+
+def run(module, *args):
+    argv = [f"{module.__name__}.py", *args]
+    with mock.patch.object(sys, "argv", argv):
+        module.FLAGS.unparse_flags()
+        cli.parse(module.FLAGS, argv)
+        module.main(argv[:1])
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("toy") / "toy_left_only.npz"
+    toy_env.left_only_dataset(path)
+    return str(path), toy_env.register()
+
+
+def toy_args(toy, workdir, *extra):
+    path, env_id = toy
+    return [SMOKE, f"--dataset={path}", f"--env_name={env_id}", f"--workdir={workdir}",
+            "--config.hidden_dims=(32,32)", "--config.batch_size=64", "--config.reward_transform=none",
+            "--config.ref_min_score=0", "--config.ref_max_score=30", "--config.tensorboard=False", *extra]
+
+
+def test_fine_tuning_beats_the_offline_policy(toy, tmp_path):
+    # The data only pushes left; the target is on the right. Offline IQL cannot find it,
+    # a couple of thousand online steps with the default recipe do.
+    run(train_finetune, *toy_args(toy, tmp_path / "run", "--config.pretrain_steps=1000",
+                                  "--config.online_steps=2000", "--config.eval_interval=500",
+                                  "--config.log_interval=500", "--config.eval_episodes=5"))
+    evals = read_csv(tmp_path / "run" / "eval.csv")
+    offline = [float(r["normalized_score"]) for r in evals if r["phase"] == "offline"]
+    online = [float(r["normalized_score"]) for r in evals if r["phase"] == "online"]
+    assert offline[-1] < 0, offline
+    assert np.mean(online[-2:]) > offline[-1] + 50, (offline, online)
+    # One step counter: online rows continue after the offline ones, with env steps alongside.
+    assert [int(r["step"]) for r in evals] == [500, 1000, 1500, 2000, 2500, 3000]
+    assert [int(r["env_steps"]) for r in evals] == [0, 0, 500, 1000, 1500, 2000]
+
+
+def test_both_phases_two_seeds_mixed_batches(toy, tmp_path):
+    run(train_finetune, *toy_args(toy, tmp_path / "run", "--num_seeds=2", "--config.mix_offline=True",
+                                  "--config.utd=2", "--config.online_steps=120", "--config.eval_interval=100",
+                                  "--config.log_interval=50"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # 120 env steps per seed in 30-step episodes: 4 episodes each, really stepped.
+    assert summary["online_env_steps"] == 120 and summary["online_episodes_per_seed"] == [4, 4]
+    assert summary["steps"] == 100 + 2 * 120  # offline steps, then utd = 2 per env step
+    train = read_csv(tmp_path / "run" / "train.csv")
+    assert {r["phase"] for r in train} == {"offline", "online"}
+    online = [r for r in train if r["phase"] == "online"]
+    # Logged every 50 env steps: global steps 100 + 2 x 50 and 100 + 2 x 100.
+    assert [(int(r["step"]), int(r["seed"])) for r in online] == [(200, 0), (200, 1), (300, 0), (300, 1)]
+    assert all(float(r["online_return"]) != 0 for r in online)
+    evals = read_csv(tmp_path / "run" / "eval.csv")
+    assert [(r["phase"], int(r["step"]), int(r["env_steps"])) for r in evals] == (
+        [("offline", 100, 0)] * 2 + [("online", 300, 100)] * 2 + [("online", 340, 120)] * 2)
+
+
+def test_init_from_an_offline_agent(toy, tmp_path):
+    path, env_id = toy
+    run(train_offline, f"--config={ROOT}/configs/iql_mujoco.py:smoke", f"--dataset={path}", f"--env_name={env_id}",
+        f"--workdir={tmp_path / 'offline'}", "--config.hidden_dims=(32,32)", "--config.batch_size=64",
+        "--config.reward_transform=none", "--config.tensorboard=False", "--config.cosine_decay=False",
+        "--config.eval_episodes=0")
+    run(train_finetune, *toy_args(toy, tmp_path / "ft", f"--init_from={tmp_path / 'offline' / 'agent.msgpack'}",
+                                  "--config.online_steps=60", "--config.eval_interval=60", "--config.log_interval=30",
+                                  "--config.pretrain_steps=0"))
+    evals = read_csv(tmp_path / "ft" / "eval.csv")
+    # No offline phase: the counter starts at the saved agent's 200 steps.
+    assert [(r["phase"], int(r["step"]), int(r["env_steps"])) for r in evals] == [("online", 260, 60)]
+    with pytest.raises(cli.UserError, match="--init_from"):
+        run(train_finetune, *toy_args(toy, tmp_path / "bad", f"--init_from={tmp_path / 'nothing.msgpack'}"))
+
+
+def test_true_next_obs_uses_final_obs_of_ended_episodes():
+    next_obs = np.array([[1.0], [2.0], [3.0]])  # env 1 and 2 were auto-reset this step
+    infos = {"final_obs": np.array([None, np.array([20.0]), np.array([30.0])], dtype=object)}
+    stored = train_finetune.true_next_obs(next_obs, np.array([False, True, True]), infos)
+    np.testing.assert_array_equal(stored, [[1.0], [20.0], [30.0]])
+    np.testing.assert_array_equal(next_obs, [[1.0], [2.0], [3.0]])  # the acting obs are untouched
+
+
+def test_buffer_seeded_with_the_dataset(toy):
+    data, info = dataset_lib.load_dataset(toy[0], "locomotion")
+    buffer = dataset_lib.ReplayBuffer.from_dataset(data, data.size + 10, info.reward_scale, info.reward_shift)
+    assert int(buffer.size) == data.size and int(buffer.cursor) == data.size
+    np.testing.assert_array_equal(buffer.data.rewards[: data.size], data.rewards)
+    # Online rewards get the same transform as the offline ones.
+    rows = (np.zeros((1, 1)), np.zeros((1, 1)), np.array([2.0]), np.zeros(1), np.ones(1), np.zeros((1, 1)))
+    buffer = buffer.insert(*rows)
+    assert float(buffer.data.rewards[data.size]) == pytest.approx(2.0 * info.reward_scale + info.reward_shift)
+    assert float(buffer.data.masks[data.size]) == 1.0 and float(buffer.data.dones[data.size]) == 1.0
+    with pytest.raises(dataset_lib.DatasetError, match="buffer_size"):
+        dataset_lib.ReplayBuffer.from_dataset(data, data.size - 1)

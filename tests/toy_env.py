@@ -1,0 +1,47 @@
+"""A tiny 1-D reaching task for fast online tests: move x towards 0.7 within 30 steps.
+
+The offline data the tests build only ever pushes left (actions in [-1, 0]), so offline
+training cannot discover that pushing right is what pays; online interaction can.
+"""
+
+import gymnasium as gym
+import numpy as np
+
+TARGET, STEPS = 0.7, 30
+
+
+class Reach(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = float(self.np_random.uniform(-0.2, 0.2))
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.x = float(np.clip(self.x + 0.1 * float(np.asarray(action).reshape(-1)[0]), -1.0, 1.0))
+        reward = 1.0 - abs(self.x - TARGET)
+        return np.array([self.x], np.float32), reward, False, False, {}
+
+
+def register() -> str:
+    if "ToyReach-v0" not in gym.registry:
+        gym.register("ToyReach-v0", entry_point=Reach, max_episode_steps=STEPS)
+    return "ToyReach-v0"
+
+
+def left_only_dataset(path, episodes: int = 60, seed: int = 0) -> None:
+    """An npz dataset of a behavior that pushes left: uniform actions in [-1, 0]."""
+    rng = np.random.default_rng(seed)
+    cols = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")}
+    env = Reach()
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed * 1000 + e)
+        for t in range(STEPS):
+            action = rng.uniform(-1.0, 0.0, (1,)).astype(np.float32)
+            next_obs, reward, _, _, _ = env.step(action)
+            for k, v in zip(cols, (obs, action, reward, False, t == STEPS - 1, next_obs)):
+                cols[k].append(v)
+            obs = next_obs
+    np.savez(path, **{k: np.asarray(v, np.float32) for k, v in cols.items()})

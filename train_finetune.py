@@ -1,0 +1,177 @@
+"""Offline -> online fine-tuning of IQL, on one step counter (the IQL paper, Section 5.3).
+
+    python train_finetune.py --config=configs/iql_antmaze_finetune.py --dataset=D4RL/antmaze/umaze-v1
+    python train_finetune.py --config=configs/iql_mujoco_finetune.py --dataset=local/hopper/medium-v0 \
+        --config.pretrain_steps=200000 --config.online_steps=100000
+    python train_finetune.py ... --init_from=runs/iql_local_hopper_medium-v0_seed0/agent.msgpack
+
+Phase 1 (offline): `pretrain_steps` gradient steps on the dataset, exactly as train_offline.py
+(or none, with --init_from: agents saved by train_offline.py with the same config and seeds).
+Phase 2 (online): `online_steps` environment steps per seed, acting with the stochastic policy,
+each transition stored in a replay buffer seeded with the whole dataset (or, with
+`mix_offline`, batches half offline, half online), rewards transformed exactly as offline,
+`mask = 1 - terminated` (a time-limit truncation still bootstraps and ends the episode), and
+`utd` gradient steps per environment step. Steps count on; eval.csv and train.csv carry a
+`phase` and an `env_steps` column so both phases share one x-axis.
+"""
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+import cli
+import experiment
+
+FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
+flags.DEFINE_string("dataset", "local/hopper/medium-v0", "Minari dataset id, or a path to a .hdf5/.h5/.npz file.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("workdir", None, "Folder for everything the run writes.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from it.", flag_values=FLAGS)
+flags.DEFINE_integer("num_seeds", 1, "Train seeds seed .. seed+num_seeds-1 together in this process.", flag_values=FLAGS)
+flags.DEFINE_integer("num_devices", 0, "Devices to split the seeds over (0: as many as divide num_seeds).",
+                     flag_values=FLAGS)
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host jobs).", flag_values=FLAGS)
+flags.DEFINE_string("env_name", None, "Gymnasium id of the env (needed for .hdf5/.npz datasets).", flag_values=FLAGS)
+flags.DEFINE_string("init_from", None, "Skip the offline phase: start from this agent.msgpack of train_offline.py.",
+                    flag_values=FLAGS)
+config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco_finetune.py"),
+    "Config file, optionally with a variant: configs/iql_mujoco_finetune.py:smoke.", lock_config=True,
+    flag_values=FLAGS)
+
+
+def check_config(config) -> None:
+    if config.pretrain_steps:
+        experiment.check_intervals(config, "pretrain_steps")
+    for name in ("online_steps", "buffer_size", "utd", "env_steps_per_call", "eval_interval", "log_interval"):
+        if config[name] <= 0:
+            raise cli.UserError(f"config.{name} must be > 0, got {config[name]}")
+    if config.start_training < 0 or config.online_temperature < 0:
+        raise cli.UserError("config.start_training and config.online_temperature must be >= 0")
+    for name in ("eval_interval", "log_interval", "online_steps", "start_training"):
+        if config[name] % config.env_steps_per_call:
+            raise cli.UserError(f"config.{name}={config[name]} is not a multiple of config.env_steps_per_call="
+                                f"{config.env_steps_per_call}")
+
+
+def true_next_obs(next_obs, ended, infos):
+    """The s' to store for each env: with SAME_STEP autoreset, an env whose episode ended
+    already returns the next episode's first observation; its real last one is in
+    infos["final_obs"]."""
+    import numpy as np
+
+    stored = np.array(next_obs, copy=True)
+    for i in np.flatnonzero(ended):
+        stored[i] = infos["final_obs"][i]
+    return stored
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected positional arguments: {argv[1:]}")
+    experiment.request_cpu_devices(FLAGS.num_seeds)
+    import gymnasium as gym
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from tqdm import tqdm
+
+    import multiseed
+    import run_outputs
+    from dataset import ReplayBuffer
+    from learner import IQLLearner
+
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    config = FLAGS.config
+    check_config(config)
+    exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner}, workdir_prefix="finetune_")
+    if exp.make_env is None:
+        raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
+    n = len(exp.seeds)
+    agents = exp.create_agents()
+    offline_data = exp.data
+
+    # ---- Phase 1: offline (the same loop as train_offline.py) ----
+    step = 0
+    if FLAGS.init_from:
+        try:
+            agents = multiseed.shard_seeds(run_outputs.load_pytree(FLAGS.init_from, multiseed.fetch(agents)), exp.mesh)
+        except (OSError, ValueError) as e:
+            raise cli.UserError(f"--init_from: {e}") from e
+        step = int(multiseed.fetch(agents.actor.step)[0])
+        print(f"starting from {FLAGS.init_from} (trained for {step} offline steps)")
+    elif config.pretrain_steps:
+        k = config.steps_per_call
+        with tqdm(total=config.pretrain_steps, unit="step", desc="offline", dynamic_ncols=True,
+                  disable=not exp.is_main) as bar:
+            for step in range(k, config.pretrain_steps + 1, k):
+                agents, metrics = multiseed.update_n(agents, offline_data, k, config.batch_size)
+                bar.update(k)
+                if step % config.log_interval == 0:
+                    exp.log_train(step, metrics, {"phase": "offline", "env_steps": 0, "online_return": None})
+                if exp.due(step, config.eval_interval, config.pretrain_steps):
+                    bar.set_postfix(score=f"{exp.evaluate(agents, step, {'phase': 'offline', 'env_steps': 0}):.1f}")
+    offline_steps = step
+
+    # ---- Phase 2: online ----
+    scale, shift = exp.info.reward_scale, exp.info.reward_shift
+    obs_dim, action_dim = offline_data.observations.shape[1], offline_data.actions.shape[1]
+    if config.mix_offline:
+        single = ReplayBuffer.create(config.buffer_size, obs_dim, action_dim, scale, shift)
+    else:
+        try:
+            single = ReplayBuffer.from_dataset(jax.device_get(offline_data), config.buffer_size, scale, shift)
+        except ValueError as e:
+            raise cli.UserError(str(e)) from e
+    buffers = multiseed.shard_seeds(multiseed.stack([single] * n), exp.mesh)
+    del single
+
+    online_keys = [jax.random.fold_in(jax.random.key(s), 1) for s in exp.seeds]
+    act_keys = jnp.stack([jax.random.fold_in(k, 0) for k in online_keys])
+    env_seeds = [int(jax.random.randint(jax.random.fold_in(k, 1), (), 0, 2**30)) for k in online_keys]
+    envs = gym.vector.SyncVectorEnv([exp.make_env] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    obs, _ = envs.reset(seed=env_seeds)
+    episode_returns, finished = np.zeros(n), [[] for _ in range(n)]
+    chunk = config.env_steps_per_call
+    fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+    with tqdm(total=config.online_steps, unit="env step", desc="online", dynamic_ncols=True,
+              disable=not exp.is_main) as bar:
+        for env_step in range(chunk, config.online_steps + 1, chunk):
+            rows = []
+            for i in range(chunk):
+                keys = fold(act_keys, env_step - chunk + i)
+                actions = np.asarray(multiseed.sample_actions(agents, jnp.asarray(obs[:, None], jnp.float32), keys,
+                                                              config.online_temperature))[:, 0]
+                next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+                ended = terminated | truncated
+                rows.append((obs, actions, rewards, terminated, truncated, true_next_obs(next_obs, ended, infos)))
+                episode_returns += rewards
+                for j in np.flatnonzero(ended):
+                    finished[j].append(episode_returns[j])
+                    episode_returns[j] = 0.0
+                obs = next_obs
+            # (num_seeds, chunk, ...) arrays, one slice per seed's buffer.
+            stacked = [jnp.asarray(np.stack(col, axis=1), jnp.float32) for col in zip(*rows)]
+            buffers = multiseed.insert(buffers, *stacked)
+            step_updates = 0
+            if env_step > config.start_training:
+                step_updates = chunk * config.utd
+                agents, metrics = multiseed.update_n_online(agents, buffers, offline_data, step_updates,
+                                                            config.batch_size, config.mix_offline)
+            step += step_updates
+            bar.update(chunk)
+            extra = {"phase": "online", "env_steps": env_step}
+            if env_step % config.log_interval == 0 and step_updates:
+                recent = [float(np.mean(f[-10:])) if f else None for f in finished]
+                exp.log_train(step, metrics, {**extra, "online_return": None if None in recent else float(np.mean(recent))})
+            if exp.due(env_step, config.eval_interval, config.online_steps):
+                bar.set_postfix(score=f"{exp.evaluate(agents, step, extra):.1f}")
+    envs.close()
+    exp.finish(agents, step, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
+                              "online_episodes_per_seed": [len(f) for f in finished]})
+
+
+if __name__ == "__main__":
+    cli.run(main, FLAGS)
