@@ -187,7 +187,8 @@ class Experiment:
         shown = []
         if self.is_main:
             def policy(obs):
-                actions = multiseed.sample_actions(acting, obs.reshape(n, episodes, -1), jnp.stack(self.eval_keys))
+                actions = multiseed.sample_actions(acting, obs.reshape(n, episodes, -1), jnp.stack(self.eval_keys),
+                                                   self.config.get("eval_temperature", 0.0))
                 return np.asarray(actions).reshape(n * episodes, -1)
 
             returns = evaluation.evaluate(policy, self.make_env, len(env_seeds), env_seeds)["returns"]

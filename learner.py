@@ -55,16 +55,64 @@ def expectile_loss(diff: jax.Array, expectile: float | jax.Array) -> jax.Array:
     return weight * diff**2
 
 
+def quantile_loss(diff: jax.Array, tau: float | jax.Array) -> jax.Array:
+    """IDQL's quantile value loss |tau - 1(u < 0)| * |u|: V becomes the tau-quantile of Q."""
+    return jnp.where(diff < 0, 1.0 - tau, tau) * jnp.abs(diff)
+
+
+# exp(beta * u) is clipped here so that a few large advantages cannot overflow the loss.
+MAX_EXP_ARG = 10.0
+
+
+def exponential_loss(diff: jax.Array, beta: float | jax.Array) -> jax.Array:
+    """IDQL's exponential value loss (exp(beta u) - beta u - 1) / beta^2.
+
+    Its minimiser is V = log E[exp(beta Q)] / beta, a soft maximum over dataset actions;
+    ~u^2 / 2 for small beta u.
+    """
+    z = jnp.minimum(beta * diff, MAX_EXP_ARG)
+    return (jnp.exp(z) - z - 1.0) / beta**2
+
+
+def critic_implied_weights(advantages: jax.Array, kind: str, tau, beta) -> jax.Array:
+    """IDQL's implicit-actor weights w(A) = |f'(A)| / |A| of value loss f, for resampling
+    behavior samples: expectile |tau - 1(A < 0)|, quantile |tau - 1(A < 0)| / |A|,
+    exponential (exp(beta A) - 1) / (beta A)."""
+    asymmetric = jnp.where(advantages < 0, 1.0 - tau, tau)
+    if kind == "expectile":
+        return asymmetric
+    safe = jnp.where(jnp.abs(advantages) < 1e-6, 1e-6, advantages)
+    if kind == "quantile":
+        return asymmetric / jnp.abs(safe)
+    if kind == "exponential":
+        z = jnp.minimum(beta * safe, MAX_EXP_ARG)
+        return jnp.expm1(z) / (beta * safe)
+    raise ValueError(f"unknown value loss {kind!r}; choose one of {VALUE_LOSSES}")
+
+
+VALUE_LOSSES = ("expectile", "quantile", "exponential")
+
+
 def value_loss(
-    params: Any, value: TrainState, observations: jax.Array, target_q: jax.Array, expectile
+    params: Any, value: TrainState, observations: jax.Array, target_q: jax.Array, expectile,
+    kind: str = "expectile", exp_beta=1.0,
 ) -> tuple[jax.Array, dict]:
-    """L_V(psi): fit V(s) to the `expectile` of Q_target(s, a) over dataset actions.
+    """L_V(psi): fit V(s) to a statistic of Q_target(s, a) over dataset actions -- the
+    `expectile` (IQL), or IDQL's quantile (tau = `expectile`) or exponential (`exp_beta`).
 
     `target_q` is min over the target critic's heads; no gradient flows into it.
     """
     v = value.apply_fn({"params": params}, observations)
     diff = jax.lax.stop_gradient(target_q) - v
-    loss = expectile_loss(diff, expectile).mean()
+    if kind == "expectile":
+        losses = expectile_loss(diff, expectile)
+    elif kind == "quantile":
+        losses = quantile_loss(diff, expectile)
+    elif kind == "exponential":
+        losses = exponential_loss(diff, exp_beta)
+    else:
+        raise ValueError(f"unknown value loss {kind!r}; choose one of {VALUE_LOSSES}")
+    loss = losses.mean()
     return loss, {"value_loss": loss, "v_mean": v.mean()}
 
 
@@ -109,6 +157,27 @@ def awr_actor_loss(
 
 
 # ----------------------------------------------------------------------------------------------
+# The critic's two steps, shared by IQL and IDQL (idql.py).
+# ----------------------------------------------------------------------------------------------
+
+
+def value_step(value: TrainState, critic: TrainState, target_critic_params, batch, expectile,
+               kind: str = "expectile", exp_beta=1.0):
+    """One L_V step on min(Q_target)(s, a); returns (new value state, that min, info)."""
+    target_q = critic.apply_fn({"params": target_critic_params}, batch.observations, batch.actions).min(axis=0)
+    grads, info = jax.grad(value_loss, has_aux=True)(
+        value.params, value, batch.observations, target_q, expectile, kind, exp_beta)
+    return value.apply_gradients(grads=grads), target_q, info
+
+
+def critic_step(critic: TrainState, value: TrainState, batch, discount):
+    """One L_Q step, bootstrapping from `value` (the freshly updated one) at s'."""
+    next_v = value.apply_fn({"params": value.params}, batch.next_observations)
+    grads, info = jax.grad(critic_loss, has_aux=True)(critic.params, critic, batch, next_v, discount)
+    return critic.apply_gradients(grads=grads), info
+
+
+# ----------------------------------------------------------------------------------------------
 # The agent.
 # ----------------------------------------------------------------------------------------------
 
@@ -137,6 +206,10 @@ def _check_hyperparameters(config: Mapping) -> None:
         value = config[name]
         if not ok(value):
             raise ValueError(f"config.{name} must be {ranges.get(name, '> 0')}, got {value!r}")
+    if config.get("value_loss", "expectile") not in VALUE_LOSSES:
+        raise ValueError(f"config.value_loss must be one of {VALUE_LOSSES}, got {config['value_loss']!r}")
+    if not config.get("exp_beta", 1.0) > 0:
+        raise ValueError(f"config.exp_beta must be > 0, got {config['exp_beta']!r}")
     dims = tuple(config["hidden_dims"])
     if not dims or any(int(d) <= 0 for d in dims):
         raise ValueError(f"config.hidden_dims must be positive layer widths, got {dims!r}")
@@ -155,6 +228,7 @@ class IQLLearner(struct.PyTreeNode):
       rng: the carried PRNG key; every random draw in `update`/`update_n` is split from it.
       actor, critic, value: flax TrainStates (params + Adam state).
       target_critic_params: Polyak average of the critic params; a plain pytree, no optimizer.
+      value_loss: 'expectile' (IQL), or IDQL's 'quantile' / 'exponential' (static).
     """
 
     rng: jax.Array
@@ -166,6 +240,8 @@ class IQLLearner(struct.PyTreeNode):
     beta: jax.Array
     discount: jax.Array
     target_tau: jax.Array
+    exp_beta: jax.Array
+    value_loss: str = struct.field(pytree_node=False, default="expectile")
 
     @classmethod
     def create(
@@ -228,36 +304,27 @@ class IQLLearner(struct.PyTreeNode):
             beta=leaf(config["beta"]),
             discount=leaf(config["discount"]),
             target_tau=leaf(config["target_tau"]),
+            exp_beta=leaf(config.get("exp_beta", 1.0)),
+            value_loss=config.get("value_loss", "expectile"),
         )
 
     def _update(self, batch: Any) -> tuple["IQLLearner", dict]:
         """One IQL step in the original order: value -> actor -> critic -> target."""
         rng, dropout_key = jax.random.split(self.rng)
-        obs, next_obs = batch.observations, batch.next_observations
-
-        target_q = self.critic.apply_fn(
-            {"params": self.target_critic_params}, obs, batch.actions
-        ).min(axis=0)
 
         # 1. Value: expectile of the *target* critic's min over heads.
-        grads, value_info = jax.grad(value_loss, has_aux=True)(
-            self.value.params, self.value, obs, target_q, self.expectile
-        )
-        value = self.value.apply_gradients(grads=grads)
+        value, target_q, value_info = value_step(
+            self.value, self.critic, self.target_critic_params, batch, self.expectile, self.value_loss, self.exp_beta)
 
         # 2. Actor: advantage from the target critic and the *new* value.
-        advantages = target_q - value.apply_fn({"params": value.params}, obs)
+        advantages = target_q - value.apply_fn({"params": value.params}, batch.observations)
         grads, actor_info = jax.grad(awr_actor_loss, has_aux=True)(
             self.actor.params, self.actor, batch, advantages, self.beta, dropout_key
         )
         actor = self.actor.apply_gradients(grads=grads)
 
         # 3. Critic: bootstrap from the *new* value at s'.
-        next_v = value.apply_fn({"params": value.params}, next_obs)
-        grads, critic_info = jax.grad(critic_loss, has_aux=True)(
-            self.critic.params, self.critic, batch, next_v, self.discount
-        )
-        critic = self.critic.apply_gradients(grads=grads)
+        critic, critic_info = critic_step(self.critic, value, batch, self.discount)
 
         # 4. Polyak average of the new critic into the target.
         target_critic_params = optax.incremental_update(

@@ -145,3 +145,81 @@ def gaussian_sample(
     """mean + temperature * std * noise, clipped to [-1, 1]; temperature 0 gives the mean."""
     noise = jax.random.normal(key, means.shape, means.dtype)
     return jnp.clip(means + temperature * jnp.exp(log_stds) * noise, -1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# IDQL (Hansen-Estruch et al. 2023): the diffusion noise model and its schedules.
+# ----------------------------------------------------------------------------------------------
+
+
+class FourierFeatures(nn.Module):
+    """Learned Fourier features of the diffusion time: [cos(2 pi t W), sin(2 pi t W)]."""
+
+    output_size: int
+
+    @nn.compact
+    def __call__(self, t: jax.Array) -> jax.Array:
+        w = self.param("kernel", nn.initializers.normal(0.2), (self.output_size // 2, t.shape[-1]))
+        f = 2.0 * jnp.pi * t @ w.T
+        return jnp.concatenate([jnp.cos(f), jnp.sin(f)], axis=-1)
+
+
+class LNResNetBlock(nn.Module):
+    """x + Dense(act(Dense_4x(LayerNorm(Dropout(x))))), the IDQL residual block."""
+
+    features: int
+    inner_features: int
+    dropout_rate: float = 0.1
+    activation: Callable[[jax.Array], jax.Array] = nn.swish
+
+    @nn.compact
+    def __call__(self, x: jax.Array, training: bool = False) -> jax.Array:
+        y = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not training) if self.dropout_rate > 0 else x
+        y = nn.LayerNorm()(y)
+        y = self.activation(nn.Dense(self.inner_features, kernel_init=default_init())(y))
+        return x + nn.Dense(self.features, kernel_init=default_init())(y)
+
+
+class DiffusionNoiseModel(nn.Module):
+    """eps(a_t, s, t): predicts the noise in a noisy action (IDQL's LN-ResNet).
+
+    t (an integer step index, (..., 1)) -> Fourier features -> MLP; then
+    concat(a_t, s, time features) -> Dense(hidden) -> `num_blocks` LN-ResNet blocks (width
+    `hidden_dim`, inner `4 * hidden_dim`, dropout) -> swish -> Dense(action_dim).
+    """
+
+    action_dim: int
+    hidden_dim: int = 256
+    num_blocks: int = 3
+    time_dim: int = 64
+    dropout_rate: float = 0.1
+
+    @nn.compact
+    def __call__(self, noisy_actions, observations, t, training: bool = False) -> jax.Array:
+        time = FourierFeatures(self.time_dim)(t.astype(jnp.float32))
+        time = MLP((2 * self.time_dim, self.time_dim), activation=nn.swish)(time)
+        x = jnp.concatenate([noisy_actions, observations, time], axis=-1)
+        x = nn.Dense(self.hidden_dim, kernel_init=default_init())(x)
+        for _ in range(self.num_blocks):
+            x = LNResNetBlock(self.hidden_dim, 4 * self.hidden_dim, self.dropout_rate)(x, training=training)
+        return nn.Dense(self.action_dim, kernel_init=default_init())(nn.swish(x))
+
+
+def vp_beta_schedule(steps: int, b_min: float = 0.1, b_max: float = 10.0) -> jax.Array:
+    """Variance-preserving betas: beta_t = 1 - exp(-b_min/T - (b_max - b_min)(2t - 1) / (2 T^2))."""
+    t = jnp.arange(1, steps + 1, dtype=jnp.float32)
+    return 1.0 - jnp.exp(-b_min / steps - 0.5 * (b_max - b_min) * (2 * t - 1) / steps**2)
+
+
+def linear_beta_schedule(steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> jax.Array:
+    return jnp.linspace(beta_start, beta_end, steps, dtype=jnp.float32)
+
+
+def cosine_beta_schedule(steps: int, s: float = 0.008) -> jax.Array:
+    """Nichol & Dhariwal's cosine schedule: alpha_hat(t) = cos^2((t/T + s) / (1 + s) * pi / 2)."""
+    t = jnp.linspace(0, steps, steps + 1, dtype=jnp.float32) / steps
+    alpha_hat = jnp.cos((t + s) / (1 + s) * jnp.pi / 2) ** 2
+    return jnp.clip(1 - alpha_hat[1:] / alpha_hat[:-1], 0, 0.999)
+
+
+BETA_SCHEDULES = {"vp": vp_beta_schedule, "linear": linear_beta_schedule, "cosine": cosine_beta_schedule}

@@ -80,13 +80,14 @@ def main(argv):
     import multiseed
     import run_outputs
     from dataset import ReplayBuffer
+    from idql import IDQLLearner
     from learner import IQLLearner
 
     if FLAGS.distributed:
         jax.distributed.initialize()
     config = FLAGS.config
     check_config(config)
-    exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner}, workdir_prefix="finetune_")
+    exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner, "idql": IDQLLearner}, workdir_prefix="finetune_")
     if exp.make_env is None:
         raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
     n = len(exp.seeds)
@@ -116,6 +117,8 @@ def main(argv):
     offline_steps = step
 
     # ---- Phase 2: online ----
+    if hasattr(agents, "train_actor"):  # IDQL: only the critic learns online, as in the paper
+        agents = agents.replace(train_actor=False)
     scale, shift = exp.info.reward_scale, exp.info.reward_shift
     obs_dim, action_dim = offline_data.observations.shape[1], offline_data.actions.shape[1]
     if config.mix_offline:

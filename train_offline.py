@@ -56,13 +56,14 @@ def main(argv):
     from tqdm import tqdm
 
     import multiseed
+    from idql import IDQLLearner
     from learner import IQLLearner
 
     if FLAGS.distributed:
         jax.distributed.initialize()
     config = FLAGS.config
     experiment.check_intervals(config)
-    exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner})
+    exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner, "idql": IDQLLearner})
     agents = exp.create_agents()
 
     steps = config.steps_per_call

@@ -31,6 +31,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.dropout_rate = 0.0
     # tau of the expectile value loss: 0.5 = mean (SARSA-like), -> 1 = max over dataset actions.
     config.expectile = 0.7
+    # Value loss: 'expectile' (IQL), or IDQL's 'quantile' (tau = expectile) or 'exponential'.
+    config.value_loss = "expectile"
+    # Inverse temperature of the 'exponential' value loss (unused by the others).
+    config.exp_beta = 1.0
     # Inverse temperature of the AWR weights exp(beta * A); 0 = behavior cloning.
     config.beta = 3.0
     # Discount factor.

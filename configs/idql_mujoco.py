@@ -1,0 +1,47 @@
+"""IDQL on MuJoCo locomotion, the IDQL paper's settings (IDQL-A: argmax over 64 samples).
+
+    python train_offline.py --config=configs/idql_mujoco.py --dataset=local/hopper/medium-replay-v0
+    python train_offline.py --config=configs/idql_mujoco.py:smoke ...   # tiny, for tests
+
+The critic fields are IQL's (iql_mujoco.py); the AWR actor's `beta` and `dropout_rate` are
+replaced by the diffusion actor's fields below.
+"""
+
+import ml_collections
+
+from configs import iql_mujoco
+
+
+def add_idql_fields(config: ml_collections.ConfigDict) -> None:
+    config.algo = "idql"
+    del config["beta"], config["dropout_rate"]
+    # Diffusion steps T and the beta schedule: 'vp' (variance preserving), 'cosine' or 'linear'.
+    config.diffusion_steps = 5
+    config.beta_schedule = "vp"
+    # Noise model: LN-ResNet width, residual blocks, dropout, and Fourier time-feature size.
+    config.diffusion_hidden_dim = 256
+    config.diffusion_blocks = 3
+    config.diffusion_dropout = 0.1
+    config.time_dim = 64
+    # Polyak rate of the EMA copy of the noise model that samples actions.
+    config.ema_rate = 0.001
+    # Behavior samples per state when acting, and how one is chosen: 'argmax' of min Q
+    # (IDQL-A) or 'resample' with the critic-implied weights.
+    config.num_samples = 64
+    config.selection = "argmax"
+    # Reverse-process noise scale when evaluating (IDQL samples with 1).
+    config.eval_temperature = 1.0
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    config = iql_mujoco.get_config()
+    add_idql_fields(config)
+    if variant == "smoke":
+        iql_mujoco.apply_smoke(config)
+        config.diffusion_hidden_dim = 32
+        config.diffusion_blocks = 1
+        config.time_dim = 8
+        config.num_samples = 8
+    elif variant:
+        raise ValueError(f"unknown config variant {variant!r}; the only one is 'smoke'")
+    return config

@@ -1,0 +1,203 @@
+"""IDQL (Hansen-Estruch, Kostrikov, Janner, Kuba, Levine 2023): IQL's critic as an actor-critic
+with a diffusion behavior policy whose samples the critic selects.
+
+- Critic: IQL's value and critic steps (learner.value_step / learner.critic_step), with the
+  value loss generalised: expectile, quantile or exponential (`value_loss`).
+- Actor: a DDPM noise model eps(a_t, s, t) trained on the plain denoising loss
+      L(theta) = E_{t, eps} || eps - eps_theta(sqrt(abar_t) a + sqrt(1 - abar_t) eps, s, t) ||^2
+  on dataset actions; it never reads Q. An EMA copy of its parameters samples.
+- Acting: for each state draw `num_samples` actions with the reverse process (clipped to
+  [-1, 1] after every step), score them with min of the target critic's heads, and take the
+  argmax (IDQL-A) -- or resample one with the critic-implied weights (`selection='resample'`).
+
+Usage::
+
+    agent = IDQLLearner.create(jax.random.key(0), obs[0], act[0], config)
+    agent, info = agent.update_n(dataset, num_steps=1000, batch_size=256)
+    actions = agent.sample_actions(observations, key, temperature=1.0)   # (..., action_dim)
+"""
+
+import functools
+from typing import Any, Mapping
+
+import flax.struct as struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from learner import VALUE_LOSSES, _check_hyperparameters, critic_implied_weights, critic_step, value_step
+from networks import BETA_SCHEDULES, CriticEnsemble, DiffusionNoiseModel, ValueCritic
+
+SELECTIONS = ("argmax", "resample")
+
+
+def denoising_loss(params, actor: TrainState, batch, alpha_hats: jax.Array, key: jax.Array):
+    """The DDPM loss: predict the noise added to dataset actions at a uniformly drawn step."""
+    t_key, noise_key, dropout_key = jax.random.split(key, 3)
+    actions = batch.actions
+    t = jax.random.randint(t_key, (actions.shape[0], 1), 0, alpha_hats.shape[0])
+    noise = jax.random.normal(noise_key, actions.shape)
+    abar = alpha_hats[t]
+    noisy = jnp.sqrt(abar) * actions + jnp.sqrt(1.0 - abar) * noise
+    predicted = actor.apply_fn({"params": params}, noisy, batch.observations, t, training=True,
+                               rngs={"dropout": dropout_key})
+    loss = ((predicted - noise) ** 2).sum(axis=-1).mean()
+    return loss, {"actor_loss": loss}
+
+
+def ddpm_sample(apply_fn, params, observations, key, betas, alpha_hats, temperature, action_dim):
+    """The reverse process from x_T ~ N(0, I) to x_0 under lax.scan, clipping to [-1, 1]:
+    x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps(x_t, s, t)) / sqrt(alpha_t) + sqrt(beta_t) z."""
+    alphas = 1.0 - betas
+    init_key, step_key = jax.random.split(key)
+    x = jax.random.normal(init_key, observations.shape[:-1] + (action_dim,))
+
+    def step(x, t):
+        eps = apply_fn({"params": params}, x, observations, jnp.full(x.shape[:-1] + (1,), t))
+        x = (x - betas[t] / jnp.sqrt(1.0 - alpha_hats[t]) * eps) / jnp.sqrt(alphas[t])
+        z = jax.random.normal(jax.random.fold_in(step_key, t), x.shape)
+        x = x + (t > 0) * jnp.sqrt(betas[t]) * temperature * z
+        return jnp.clip(x, -1.0, 1.0), None
+
+    x, _ = jax.lax.scan(step, x, jnp.arange(betas.shape[0])[::-1])
+    return x
+
+
+class IDQLLearner(struct.PyTreeNode):
+    """An IDQL agent: IQL critic + value + target critic, diffusion actor + its EMA copy.
+
+    Float hyperparameters and the schedule arrays are leaves; the number of candidates, the
+    value loss, the selection rule and whether the actor trains are static.
+    """
+
+    rng: jax.Array
+    actor: TrainState
+    actor_ema_params: Any
+    critic: TrainState
+    value: TrainState
+    target_critic_params: Any
+    betas: jax.Array
+    alpha_hats: jax.Array
+    expectile: jax.Array
+    exp_beta: jax.Array
+    discount: jax.Array
+    target_tau: jax.Array
+    ema_rate: jax.Array
+    value_loss: str = struct.field(pytree_node=False, default="expectile")
+    num_samples: int = struct.field(pytree_node=False, default=64)
+    selection: str = struct.field(pytree_node=False, default="argmax")
+    train_actor: bool = struct.field(pytree_node=False, default=True)
+    action_dim: int = struct.field(pytree_node=False, default=1)
+
+    @classmethod
+    def create(cls, key: jax.Array, observations: jax.Array, actions: jax.Array, config: Mapping) -> "IDQLLearner":
+        """config: the IQL critic fields (`hidden_dims`, `num_qs`, `critic_lr`, `value_lr`,
+        `expectile`, `value_loss`, `exp_beta`, `discount`, `target_tau`) and the actor's
+        (`actor_lr`, `cosine_decay`, `max_steps`, `diffusion_steps`, `beta_schedule`,
+        `diffusion_hidden_dim`, `diffusion_blocks`, `diffusion_dropout`, `time_dim`, `ema_rate`,
+        `num_samples`, `selection`)."""
+        _check_hyperparameters({**dict(config), "beta": 0.0, "dropout_rate": config["diffusion_dropout"]})
+        if config["selection"] not in SELECTIONS:
+            raise ValueError(f"config.selection must be one of {SELECTIONS}, got {config['selection']!r}")
+        if config["beta_schedule"] not in BETA_SCHEDULES:
+            raise ValueError(f"config.beta_schedule must be one of {tuple(BETA_SCHEDULES)}, got {config['beta_schedule']!r}")
+        if config["diffusion_steps"] < 1 or config["num_samples"] < 1:
+            raise ValueError("config.diffusion_steps and config.num_samples must be >= 1")
+        observations = jnp.atleast_2d(jnp.asarray(observations, jnp.float32))
+        actions = jnp.atleast_2d(jnp.asarray(actions, jnp.float32))
+        hidden_dims = tuple(int(d) for d in config["hidden_dims"])
+        rng, actor_key, critic_key, value_key = jax.random.split(key, 4)
+
+        actor_def = DiffusionNoiseModel(actions.shape[-1], int(config["diffusion_hidden_dim"]),
+                                        int(config["diffusion_blocks"]), int(config["time_dim"]),
+                                        float(config["diffusion_dropout"]))
+        actor_params = actor_def.init(actor_key, actions, observations, jnp.zeros((1, 1)))["params"]
+        lr = optax.cosine_decay_schedule(config["actor_lr"], int(config["max_steps"])) if config["cosine_decay"] \
+            else config["actor_lr"]
+        actor = TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=optax.adam(lr))
+
+        critic_def = CriticEnsemble(hidden_dims, num_qs=int(config["num_qs"]))
+        critic_params = critic_def.init(critic_key, observations, actions)["params"]
+        critic = TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=optax.adam(config["critic_lr"]))
+        value_def = ValueCritic(hidden_dims)
+        value = TrainState.create(apply_fn=value_def.apply, params=value_def.init(value_key, observations)["params"],
+                                  tx=optax.adam(config["value_lr"]))
+
+        betas = BETA_SCHEDULES[config["beta_schedule"]](int(config["diffusion_steps"]))
+        return cls(
+            rng=rng, actor=actor, actor_ema_params=jax.tree.map(jnp.copy, actor_params), critic=critic, value=value,
+            target_critic_params=jax.tree.map(jnp.copy, critic_params), betas=betas,
+            alpha_hats=jnp.cumprod(1.0 - betas), expectile=jnp.float32(config["expectile"]),
+            exp_beta=jnp.float32(config.get("exp_beta", 1.0)), discount=jnp.float32(config["discount"]),
+            target_tau=jnp.float32(config["target_tau"]), ema_rate=jnp.float32(config["ema_rate"]),
+            value_loss=config["value_loss"], num_samples=int(config["num_samples"]), selection=config["selection"],
+            action_dim=int(actions.shape[-1]),
+        )
+
+    def _update(self, batch: Any) -> tuple["IDQLLearner", dict]:
+        """Critic as IQL (value -> critic -> target), then the denoising step and the EMA."""
+        rng, actor_key = jax.random.split(self.rng)
+        value, _, value_info = value_step(self.value, self.critic, self.target_critic_params, batch,
+                                          self.expectile, self.value_loss, self.exp_beta)
+        critic, critic_info = critic_step(self.critic, value, batch, self.discount)
+        target = optax.incremental_update(critic.params, self.target_critic_params, self.target_tau)
+        new = self.replace(rng=rng, value=value, critic=critic, target_critic_params=target)
+        if not self.train_actor:  # fine-tuning: only the critic learns online, as in the paper
+            return new, {**value_info, **critic_info}
+        grads, actor_info = jax.grad(denoising_loss, has_aux=True)(
+            self.actor.params, self.actor, batch, self.alpha_hats, actor_key)
+        actor = self.actor.apply_gradients(grads=grads)
+        ema = optax.incremental_update(actor.params, self.actor_ema_params, self.ema_rate)
+        return new.replace(actor=actor, actor_ema_params=ema), {**value_info, **critic_info, **actor_info}
+
+    @jax.jit
+    def update(self, batch: Any) -> tuple["IDQLLearner", dict]:
+        """One fused step: value -> critic -> target, then the actor's denoising step -> EMA."""
+        return self._update(batch)
+
+    def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IDQLLearner", dict]:
+        def step(agent, _):
+            rng, key = jax.random.split(agent.rng)
+            return agent.replace(rng=rng)._update(data.sample(key, batch_size))
+
+        agent, infos = jax.lax.scan(step, self, length=num_steps)
+        return agent, jax.tree.map(jnp.mean, infos)
+
+    @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
+    def update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IDQLLearner", dict]:
+        """`num_steps` updates under `lax.scan` on batches sampled on the device (as IQL's)."""
+        return self._update_n(data, num_steps, batch_size)
+
+    @jax.jit
+    def sample_candidates(self, observations: jax.Array, key: jax.Array, temperature=1.0) -> jax.Array:
+        """(B, obs_dim) -> (B, num_samples, action_dim) behavior samples from the EMA model."""
+        repeated = jnp.repeat(observations[:, None, :], self.num_samples, axis=1)
+        return ddpm_sample(self.actor.apply_fn, self.actor_ema_params, repeated, key, self.betas, self.alpha_hats,
+                           temperature, self.action_dim)
+
+    @jax.jit
+    def select(self, observations: jax.Array, candidates: jax.Array, key: jax.Array) -> jax.Array:
+        """Pick one of the candidates per state by min(Q_target): argmax, or critic-weighted resampling."""
+        repeated = jnp.repeat(observations[:, None, :], candidates.shape[1], axis=1)
+        q = self.critic.apply_fn({"params": self.target_critic_params}, repeated, candidates).min(axis=0)  # (B, N)
+        if self.selection == "argmax":
+            index = jnp.argmax(q, axis=-1)
+        else:
+            v = self.value.apply_fn({"params": self.value.params}, observations)[:, None]
+            weights = critic_implied_weights(q - v, self.value_loss, self.expectile, self.exp_beta)
+            index = jax.random.categorical(key, jnp.log(jnp.maximum(weights, 1e-12)), axis=-1)
+        return jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
+
+    @jax.jit
+    def sample_actions(self, observations: jax.Array, key: jax.Array, temperature=1.0) -> jax.Array:
+        """Actions for (..., obs_dim) observations; all of acting in one compiled call.
+
+        `temperature` scales the reverse process's noise (IDQL uses 1; 0 keeps only the
+        randomness of the starting noise x_T).
+        """
+        flat = observations.reshape(-1, observations.shape[-1])
+        sample_key, select_key = jax.random.split(key)
+        actions = self.select(flat, self.sample_candidates(flat, sample_key, temperature), select_key)
+        return actions.reshape(observations.shape[:-1] + actions.shape[-1:])
+
