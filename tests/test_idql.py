@@ -1,0 +1,162 @@
+"""IDQL: schedules, the sampler, two-mode behavior cloning, critic selection, value losses."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.training.train_state import TrainState
+
+import dataset as dataset_lib
+import learner
+import networks
+from configs import idql_mujoco, iql_mujoco
+from idql import IDQLLearner
+from learner import IQLLearner
+
+
+def idql_config(**changes):
+    config = idql_mujoco.get_config("smoke")
+    config.hidden_dims = (32, 32)
+    config.diffusion_hidden_dim, config.diffusion_blocks, config.time_dim = 64, 2, 16
+    config.cosine_decay = False
+    for k, v in changes.items():
+        config[k] = v
+    return config
+
+
+@pytest.mark.parametrize("name", ["vp", "cosine", "linear"])
+def test_schedules_decrease_alphas(name):
+    betas = networks.BETA_SCHEDULES[name](5)
+    alphas = 1.0 - np.asarray(betas)
+    assert np.all(np.diff(alphas) < 0) and np.all((alphas > 0) & (alphas <= 1))
+
+
+def test_vp_cumulative_product_hand_value():
+    # sum_t (2t - 1) = T^2, so abar_T = exp(-b_min - (b_max - b_min) / 2) = exp(-5.05).
+    alpha_hats = np.cumprod(1.0 - np.asarray(networks.vp_beta_schedule(5)))
+    assert alpha_hats[-1] == pytest.approx(np.exp(-5.05), rel=1e-5)
+    b1 = 1 - np.exp(-0.1 / 5 - 0.5 * 9.9 / 25)
+    assert alpha_hats[0] == pytest.approx(1 - b1, rel=1e-6)
+
+
+def test_value_losses_hand_values():
+    u = jnp.array([2.0, -2.0])
+    np.testing.assert_allclose(learner.quantile_loss(u, 0.7), [0.7 * 2, 0.3 * 2], rtol=1e-6)
+    # (exp(beta u) - beta u - 1) / beta^2 with beta = 0.5: u = 2 -> (e - 2) / 0.25.
+    np.testing.assert_allclose(learner.exponential_loss(u, 0.5),
+                               [(np.e - 2) / 0.25, (np.exp(-1) + 1 - 1) / 0.25], rtol=1e-5)
+    a = jnp.array([1.0, -1.0, 2.0])
+    np.testing.assert_allclose(learner.critic_implied_weights(a, "expectile", 0.9, 1.0), [0.9, 0.1, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(learner.critic_implied_weights(a, "quantile", 0.9, 1.0), [0.9, 0.1, 0.45], rtol=1e-6)
+    np.testing.assert_allclose(learner.critic_implied_weights(a, "exponential", 0.9, 2.0),
+                               np.expm1(2.0 * np.asarray(a)) / (2.0 * np.asarray(a)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind,statistic", [("quantile", lambda x: np.quantile(x, 0.8)),
+                                            ("exponential", lambda x: np.log(np.mean(np.exp(2.0 * x))) / 2.0)])
+def test_generalised_value_losses_fit_their_statistic(kind, statistic):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=4000), jnp.float32)
+    loss = (lambda v: learner.quantile_loss(x - v, 0.8).mean()) if kind == "quantile" else \
+        (lambda v: learner.exponential_loss(x - v, 2.0).mean())
+    v = jnp.float32(0.0)
+    step = jax.jit(lambda v: v - 0.05 * jax.grad(loss)(v))
+    for _ in range(3000):
+        v = step(v)
+    assert float(v) == pytest.approx(statistic(np.asarray(x)), abs=0.03)
+
+
+def bimodal_data(n=2000, seed=0, uniform_fraction=0.0):
+    """One state; actions at -0.7 or +0.7 (50/50), optionally some uniform ones; reward 1 near
+    either mode, 0 elsewhere; one-step episodes."""
+    rng = np.random.default_rng(seed)
+    actions = np.where(rng.random(n) < 0.5, -0.7, 0.7) + 0.05 * rng.standard_normal(n)
+    uniform = rng.random(n) < uniform_fraction
+    actions = np.where(uniform, rng.uniform(-1, 1, n), actions)[:, None]
+    rewards = (np.abs(np.abs(actions[:, 0]) - 0.7) < 0.2).astype(np.float32)
+    data, _ = dataset_lib.from_arrays(np.ones((n, 2)), actions, rewards, np.ones(n))
+    return data
+
+
+def test_sampler_shape_and_range():
+    data = bimodal_data(200)
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], idql_config(num_samples=16))
+    candidates = agent.sample_candidates(data.observations[:3], jax.random.key(1))
+    assert candidates.shape == (3, 16, 1)
+    assert float(jnp.abs(candidates).max()) <= 1.0
+    assert agent.sample_actions(data.observations[0], jax.random.key(2)).shape == (1,)
+    assert agent.sample_actions(data.observations[:5], jax.random.key(2)).shape == (5, 1)
+
+
+def shape(samples):
+    """(fraction left, fraction right, density at 0 / density at a mode), bins 0.3 wide."""
+    center = (np.abs(samples) < 0.15).mean()
+    modes = (np.abs(np.abs(samples) - 0.7) < 0.15).mean() / 2
+    return (samples < -0.4).mean(), (samples > 0.4).mean(), center / max(modes, 1e-9)
+
+
+def test_diffusion_reproduces_two_modes_a_gaussian_cannot():
+    data = bimodal_data()
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0],
+                               idql_config(num_samples=1000, actor_lr=1e-3, ema_rate=0.01))
+    agent, _ = agent.update_n(data, 3000, 128)
+    samples = np.asarray(agent.sample_candidates(data.observations[:1], jax.random.key(3)))[0, :, 0]
+    left, right, center_ratio = shape(samples)
+    # Both modes, each about half, and a dip between them.
+    assert 0.3 < left < 0.7 and 0.3 < right < 0.7 and center_ratio < 0.3, (left, right, center_ratio)
+
+    # The Gaussian actor of IQL, trained the same way (beta = 0: plain behavior cloning), is
+    # unimodal: densest at the mean, between the modes.
+    config = iql_mujoco.get_config("smoke")
+    config.hidden_dims, config.beta, config.actor_lr, config.cosine_decay = (64, 64), 0.0, 1e-3, False
+    gaussian = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
+    gaussian, _ = gaussian.update_n(data, 3000, 128)
+    obs = jnp.repeat(data.observations[:1], 1000, axis=0)
+    _, _, gaussian_ratio = shape(np.asarray(gaussian.sample_actions(obs, jax.random.key(3), 1.0))[:, 0])
+    assert gaussian_ratio > 1.0, gaussian_ratio
+
+
+def test_acting_picks_the_highest_q_candidate():
+    data = bimodal_data(200)
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], idql_config(num_samples=32))
+    # A rigged critic whose every head says Q(s, a) = a.
+    rigged = TrainState.create(apply_fn=lambda v, o, a: jnp.stack([a[..., 0], a[..., 0] + 1.0]),
+                               params={}, tx=agent.critic.tx)
+    agent = agent.replace(critic=rigged, target_critic_params={})
+    obs = data.observations[:4]
+    candidates = agent.sample_candidates(obs, jax.random.key(5))
+    chosen = agent.select(obs, candidates, jax.random.key(6))
+    np.testing.assert_allclose(chosen[:, 0], candidates[:, :, 0].max(axis=1))
+    assert float(jnp.std(candidates)) > 0.05  # there was a real choice to make
+
+
+def test_resampling_follows_the_critic_implied_weights():
+    data = bimodal_data(200)
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0],
+                               idql_config(num_samples=2, selection="resample", expectile=0.9))
+    # V = 0 and Q = +1 / -1 for the two candidates: expectile weights 0.9 / 0.1.
+    rigged = TrainState.create(apply_fn=lambda v, o, a: jnp.stack([a[..., 0]] * 2), params={}, tx=agent.critic.tx)
+    zero_v = TrainState.create(apply_fn=lambda v, o: jnp.zeros(o.shape[:-1]), params={}, tx=agent.value.tx)
+    agent = agent.replace(critic=rigged, target_critic_params={}, value=zero_v)
+    obs = jnp.ones((4000, 2))
+    candidates = jnp.broadcast_to(jnp.array([[[1.0], [-1.0]]]), (4000, 2, 1))
+    chosen = np.asarray(agent.select(obs, candidates, jax.random.key(7)))[:, 0]
+    assert (chosen == 1.0).mean() == pytest.approx(0.9, abs=0.02)
+
+
+def test_idql_at_least_matches_iql_when_good_actions_are_multimodal():
+    data = bimodal_data(uniform_fraction=0.2)
+    reward = lambda a: float(np.mean(np.abs(np.abs(np.asarray(a)[..., 0]) - 0.7) < 0.2))  # noqa: E731
+    obs = data.observations[:64]
+
+    config = iql_mujoco.get_config("smoke")
+    config.hidden_dims, config.actor_lr, config.critic_lr, config.value_lr = (64, 64), 1e-3, 1e-3, 1e-3
+    config.cosine_decay = False
+    iql, _ = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config).update_n(data, 3000, 128)
+    iql_score = reward(iql.sample_actions(obs, jax.random.key(1), 0.0))
+
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0],
+                               idql_config(num_samples=32, actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3, ema_rate=0.01))
+    agent, _ = agent.update_n(data, 3000, 128)
+    idql_score = reward(agent.sample_actions(obs, jax.random.key(1), 1.0))
+    # The Gaussian's mean lands between the modes, where nothing pays; IDQL picks a mode.
+    assert idql_score >= iql_score and idql_score > 0.9, (idql_score, iql_score)
