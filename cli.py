@@ -12,25 +12,39 @@ import sys
 from typing import Callable
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 
 class UserError(Exception):
     """A problem with the user's input (flags, config, dataset, env), shown as one line."""
 
 
-def parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
-    """Parse `argv` into `flag_values`; an unknown `--config.<field>` becomes a UserError.
+def define_config(name: str, default: str, help_string: str, flag_values: flags.FlagValues):
+    """A `--<name>=file.py[:variant]` config flag with `--<name>.<field>=value` overrides.
 
-    ml_collections' config flags read their `--config.x` overrides from sys.argv, so callers
-    parsing a list other than sys.argv (tests) must make sys.argv the same list.
+    Defined so that importing the script reads nothing from sys.argv; `parse` hands the
+    command line to it instead.
     """
+    return config_flags.DEFINE_config_file(name, default, help_string, flag_values=flag_values,
+                                           lock_config=True, sys_argv=[])
+
+
+def parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
+    """Parse `argv` into `flag_values`; an unknown `--config.<field>` becomes a UserError."""
     if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
         print(flag_values.get_help())
         sys.exit(0)
-    # config_flags registers `--config.<field>` flags while parsing; drop any left from an
-    # earlier parse in this process, or the next one would define them twice.
-    for name in [n for n in flag_values if "." in n]:
-        delattr(flag_values, name)
+    argv = list(argv)
+    if "config" in flag_values:
+        if not any(a.lstrip("-").split("=")[0] == "config" for a in argv[1:]):
+            # Parse the default file again, so that overrides of it are registered now.
+            argv.insert(1, f"--config={flag_values['config'].default_as_str.strip(chr(39))}")
+        # config_flags registers the `--config.<field>` flags named on the command line while
+        # it parses the file; it reads that command line from this attribute (sys.argv unless
+        # set). Flags left from an earlier parse in this process would be defined twice.
+        flag_values["config"]._sys_argv = argv
+        for name in [n for n in flag_values if n.startswith("config.")]:
+            delattr(flag_values, name)
     try:
         return flag_values(argv)
     except (AttributeError, KeyError) as e:  # how ml_collections reports an unknown field

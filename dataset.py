@@ -19,6 +19,7 @@ Minari episodes hold T+1 observations and T actions; `next_observations[t]` is
 import dataclasses
 import functools
 import os
+import zipfile
 from typing import Any, Callable, Optional
 
 import flax.struct as struct
@@ -321,8 +322,8 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
 
         with h5py.File(path, "r") as f:
             return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-    except (OSError, ValueError, KeyError) as e:
-        raise DatasetError(f"cannot read {path}: {e}") from e
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"cannot read {path}: {type(e).__name__}: {e}") from e
 
 
 def load_file(path: str, reward_transform: str) -> tuple[Dataset, DatasetInfo]:

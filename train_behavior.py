@@ -16,7 +16,6 @@ import os
 import shutil
 
 from absl import flags
-from ml_collections import config_flags
 
 import cli
 
@@ -24,9 +23,8 @@ FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
 flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.", flag_values=FLAGS)
 flags.DEFINE_string("workdir", None, "Output folder (default: runs/behavior/<env>).", flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.", flag_values=FLAGS)
-config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sac_mujoco.py"),
-    "SAC config file.", lock_config=True, flag_values=FLAGS)
+cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sac_mujoco.py"),
+                  "SAC config file.", FLAGS)
 
 
 def save_checkpoint(workdir: str, agent, buffer, state: dict) -> None:

@@ -18,7 +18,6 @@ each transition stored in a replay buffer seeded with the whole dataset (or, wit
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 import cli
 import experiment
@@ -35,10 +34,8 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first
 flags.DEFINE_string("env_name", None, "Gymnasium id of the env (needed for .hdf5/.npz datasets).", flag_values=FLAGS)
 flags.DEFINE_string("init_from", None, "Skip the offline phase: start from this agent.msgpack of train_offline.py.",
                     flag_values=FLAGS)
-config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco_finetune.py"),
-    "Config file, optionally with a variant: configs/iql_mujoco_finetune.py:smoke.", lock_config=True,
-    flag_values=FLAGS)
+cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco_finetune.py"),
+                  "Config file, optionally with a variant: configs/iql_mujoco_finetune.py:smoke.", FLAGS)
 
 
 def check_config(config) -> None:

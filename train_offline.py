@@ -17,7 +17,6 @@ import os
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 import cli
 import experiment
@@ -36,13 +35,8 @@ flags.DEFINE_integer("num_devices", 0, "Devices to split the seeds over (0: as m
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host jobs).", flag_values=FLAGS)
 flags.DEFINE_string("env_name", None, "Gymnasium id of the evaluation env (needed for .hdf5/.npz datasets).",
                     flag_values=FLAGS)
-config_flags.DEFINE_config_file(
-    "config",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco.py"),
-    "Config file, optionally with a variant: configs/iql_mujoco.py:smoke.",
-    lock_config=True,
-    flag_values=FLAGS,
-)
+cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco.py"),
+                  "Config file, optionally with a variant: configs/iql_mujoco.py:smoke.", FLAGS)
 
 
 def main(argv):

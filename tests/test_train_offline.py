@@ -150,3 +150,11 @@ def test_two_seeds_in_one_process(minari_root, tmp_path):
     assert summary["num_seeds"] == 2 and set(summary["per_seed"]) == {"3", "4"}
     last = [float(r["normalized_score"]) for r in evals[2:]]
     assert summary["last_mean"] == pytest.approx(np.mean(last)) and summary["last_std"] == pytest.approx(np.std(last))
+
+
+def test_overrides_without_an_explicit_config_file():
+    parse_flags("--config.max_steps=1234", "--config.beta=0.5")
+    assert train_offline.FLAGS.config.max_steps == 1234 and train_offline.FLAGS.config.beta == 0.5
+    assert train_offline.FLAGS.config.expectile == 0.7  # the default file, iql_mujoco.py
+    parse_flags(SMOKE, "--config.max_steps=300")
+    assert train_offline.FLAGS.config.max_steps == 300 and train_offline.FLAGS.config.hidden_dims == (32, 32)
