@@ -76,7 +76,6 @@ def arrays_of(ds_id):
     return [np.asarray(x) for x in jax.tree.leaves(data)]
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED_HOPPER, "behavior.json")), reason="no shipped policies")
 def test_shipped_policy_rebuilds_identical_arrays(tmp_path, monkeypatch):
     behavior = collect.Behavior(SHIPPED_HOPPER)
     built = {}
@@ -89,7 +88,6 @@ def test_shipped_policy_rebuilds_identical_arrays(tmp_path, monkeypatch):
     assert not all(np.array_equal(x, y) for x, y in zip(built["a"], built["c"]))
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED_HOPPER, "behavior.json")), reason="no shipped policies")
 def test_default_local_dataset_is_built_once(fresh_root):
     assert collect.ensure_local_dataset("local/hopper/medium-v0", steps=1000) is True
     assert "local/hopper/medium-v0" in minari.list_local_datasets()
