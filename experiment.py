@@ -9,9 +9,12 @@ runs every seed's episodes side by side and writes `eval.csv` rows; `log_train` 
 
 import dataclasses
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable, Optional
+
+import numpy as np
 
 import cli
 
@@ -26,7 +29,7 @@ def check_intervals(config, total_steps_field: str = "max_steps") -> None:
             fail(f"config.{name} must be > 0, got {config[name]}")
     if config.eval_episodes < 0:
         fail(f"config.eval_episodes must be >= 0, got {config.eval_episodes}")
-    for name in (total_steps_field, "log_interval", "eval_interval"):
+    for name in (total_steps_field, "log_interval", "eval_interval", "checkpoint_interval"):
         if config[name] % config.steps_per_call:
             fail(f"config.{name}={config[name]} is not a multiple of config.steps_per_call="
                  f"{config.steps_per_call}: the loop logs and evaluates between compiled calls")
@@ -35,6 +38,23 @@ def check_intervals(config, total_steps_field: str = "max_steps") -> None:
 def default_workdir(config, dataset: str, seed: int, prefix: str = "") -> str:
     name = os.path.splitext(os.path.basename(dataset))[0] if dataset.endswith((".hdf5", ".h5", ".npz")) else dataset
     return os.path.join("runs", f"{prefix}{config.algo}_{name.replace('/', '_')}_seed{seed}")
+
+
+def check_same_run(workdir: str, config, run_flags: dict, allow_change: bool) -> None:
+    """Resume only the run that wrote the checkpoints: same config and flags, unless allowed."""
+    import json
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        saved = json.load(f)
+    now = json.loads(json.dumps(config.to_dict(), default=str))
+    changed = sorted(f"config.{k}" for k in set(now) | set(saved["config"]) if now.get(k) != saved["config"].get(k))
+    changed += sorted(f"--{k}" for k, v in run_flags.items() if saved["flags"].get(k) != v)
+    if changed and not allow_change:
+        fail(f"{workdir} holds checkpoints of a run with different {', '.join(changed)}; rerun with the "
+             "same settings to resume it, pass --allow_config_change to resume with the new ones, or "
+             "choose another --workdir")
+    if changed:
+        print(f"resuming with changed {', '.join(changed)} (--allow_config_change)")
 
 
 def request_cpu_devices(num_seeds: int) -> None:
@@ -62,6 +82,8 @@ class Experiment:
     writer: Any
     is_main: bool
     eval_keys: list = dataclasses.field(default_factory=list)
+    checkpointer: Any = None
+    stop_signal: Optional[str] = None
     eval_seconds: float = 0.0
     start_time: float = dataclasses.field(default_factory=time.perf_counter)
 
@@ -85,8 +107,13 @@ class Experiment:
             fail(str(e))
 
         workdir = flag_values.workdir or default_workdir(config, flag_values.dataset, flag_values.seed, workdir_prefix)
-        if any(os.path.exists(os.path.join(workdir, f)) for f in ("eval.csv", "train.csv")):
-            fail(f"{workdir} already holds a run (train.csv/eval.csv); choose another --workdir or move it away")
+        run_flags = {k: getattr(flag_values, k) for k in ("dataset", "seed", "num_seeds", "env_name")}
+        checkpointer = run_outputs.Checkpointer(workdir, config.get("keep_checkpoints", 3))
+        resuming = bool(checkpointer.steps())
+        if resuming:
+            check_same_run(workdir, config, run_flags, flag_values.allow_config_change)
+        elif any(os.path.exists(os.path.join(workdir, f)) for f in ("eval.csv", "train.csv")):
+            fail(f"{workdir} already holds a run without checkpoints; choose another --workdir or move it away")
         os.makedirs(workdir, exist_ok=True)
 
         try:
@@ -119,23 +146,88 @@ class Experiment:
               f"rewards x{info.reward_scale:.4g} {info.reward_shift:+g}; reference returns {ref_min} / {ref_max}; "
               f"{len(seeds)} seed(s) on {mesh.devices.size} {jax.devices()[0].platform} device(s); writing to {workdir}")
         is_main = jax.process_index() == 0
-        if is_main:
+        if is_main and not resuming:
             run_outputs.write_json(os.path.join(workdir, "config.json"), {
                 "config": config.to_dict(),
-                "flags": {k: getattr(flag_values, k) for k in ("dataset", "seed", "num_seeds", "env_name")}
-                         | {"workdir": workdir},
+                "flags": run_flags | {"workdir": workdir},
                 "dataset": {"size": data.size, "episodes": info.num_episodes, "reward_scale": info.reward_scale,
                             "reward_shift": info.reward_shift, "ref_min_score": ref_min, "ref_max_score": ref_max},
                 "devices": [str(d) for d in mesh.devices.flat],
                 "command": " ".join(sys.argv),
                 **(extra_json or {}),
             })
-        writer = run_outputs.MetricsWriter(workdir, tensorboard=config.tensorboard) if is_main else None
         # Seed s: key(s) -> (agent key, eval key), the same whether it trains alone or with others.
         eval_keys = [jax.random.split(jax.random.key(s))[1] for s in seeds]
-        return cls(config=config, seeds=seeds, workdir=workdir, mesh=mesh, data=multiseed.replicate(data, mesh),
-                   info=info, ref_min=ref_min, ref_max=ref_max, make_env=make_env,
-                   agent_class=agent_classes[config.algo], writer=writer, is_main=is_main, eval_keys=eval_keys)
+        exp = cls(config=config, seeds=seeds, workdir=workdir, mesh=mesh, data=multiseed.replicate(data, mesh),
+                  info=info, ref_min=ref_min, ref_max=ref_max, make_env=make_env,
+                  agent_class=agent_classes[config.algo], writer=None, is_main=is_main, eval_keys=eval_keys,
+                  checkpointer=checkpointer)
+        exp._install_signal_handlers()
+        return exp
+
+    # ---- checkpoints, resume, preemption ----
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to checkpoint and stop."""
+        def request_stop(signum, frame):
+            del frame
+            self.stop_signal = signal.Signals(signum).name
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, request_stop)
+            except ValueError:  # not the main thread (e.g. some notebook runners)
+                pass
+
+    def restore(self, state_template: dict) -> Optional[dict]:
+        """The newest checkpoint's state (None for a fresh run), and open the logs to match."""
+        import multiseed
+        import run_outputs
+
+        pick = state_template if callable(state_template) else (lambda raw: state_template)
+        template = lambda raw: multiseed.fetch(pick(raw))  # noqa: E731
+        restored = self.checkpointer.restore(template) if self.checkpointer.steps() else None
+        resume_step = None
+        if restored is not None:
+            resume_step, state = restored
+            self.eval_seconds = float(state.get("eval_seconds", 0.0))
+            print(f"resuming from {self.checkpointer.path(resume_step)} (step {resume_step})")
+        elif self.checkpointer.steps():
+            fail(f"no checkpoint in {self.checkpointer.folder} could be read back; move the folder away to start over")
+        if self.is_main:
+            self.writer = run_outputs.MetricsWriter(self.workdir, tensorboard=self.config.tensorboard,
+                                                    resume_step=resume_step)
+        return None if restored is None else restored[1]
+
+    def checkpoint(self, step: int, state: dict, last_step: int, counter: Optional[int] = None) -> None:
+        """Save when `counter` (default: the step) reaches a multiple of checkpoint_interval or
+        `last_step`, and when a stop signal arrived (then stop). The file is named by `step`."""
+        import multiseed
+
+        interval = self.config.get("checkpoint_interval", 0)
+        counter = step if counter is None else counter
+        if self.stop_signal or counter == last_step or (interval and counter % interval == 0):
+            if self.is_main:
+                self.checkpointer.save(step, multiseed.fetch({**state, "eval_seconds": self.eval_seconds}))
+        if self.stop_signal:
+            fail(f"{self.stop_signal} at step {step}: saved {self.checkpointer.path(step)}; "
+                 "run the same command again to resume")
+
+    def check_finite(self, step: int, agents, metrics: dict) -> None:
+        """Stop, naming the step and the quantity, if a loss or a parameter is NaN/inf; the
+        last checkpoint (written before this step) stays the newest."""
+        import multiseed
+
+        if bool(multiseed.all_finite((metrics, agents))):
+            return
+        metrics = multiseed.fetch(metrics)
+        names = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+        what = f"training metric(s) {names}" if names else "parameters"
+        last = self.checkpointer.steps()
+        kept = f"the last good checkpoint is {self.checkpointer.path(last[0])}" if last else "no checkpoint was written"
+        first = step - self.config.steps_per_call + 1
+        span = f"step {step}" if first >= step else f"steps {first}..{step}"
+        fail(f"non-finite {what} in {span}; stopped; {kept}")
 
     def create_agents(self):
         """One agent per seed, stacked on the seed axis and sharded over the mesh."""
@@ -152,17 +244,12 @@ class Experiment:
 
     def log_train(self, step: int, metrics: dict, extra: Optional[dict] = None) -> None:
         """Write one train.csv row per seed; stop on a non-finite metric."""
-        import numpy as np
-
         import multiseed
 
         metrics = multiseed.fetch(metrics)  # {name: (num_seeds,)}
         if self.is_main:
             for i, seed in enumerate(self.seeds):
                 self.writer.write("train", step, seed, {**(extra or {}), **{k: float(v[i]) for k, v in metrics.items()}})
-        bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
-        if bad:
-            fail(f"non-finite training metrics at step {step}: {bad}")
 
     def evaluate(self, agents, step: int, extra: Optional[dict] = None) -> float:
         """Every seed's `eval_episodes` episodes in one vector env; one eval.csv row per seed.

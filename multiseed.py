@@ -129,6 +129,13 @@ def stack(agents: list[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *agents)
 
 
+@jax.jit
+def all_finite(tree: Any) -> jax.Array:
+    """True when every float leaf of `tree` is finite (one reduction on the device)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def unstack(agents: Any, index: int) -> Any:
     """Seed `index` of stacked agents, as a single agent."""
     return jax.tree.map(lambda x: x[index], agents)

@@ -6,9 +6,11 @@
 - `summarize`: the final `summary.json` (last and best normalised score per seed, and their
   mean and std over seeds).
 - `write_json`, `save_pytree`, `load_pytree`: atomic JSON and msgpack files (no pickle).
+- `Checkpointer`: whole-run checkpoints, written atomically, the newest few kept.
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -48,11 +50,18 @@ def save_pytree(path: str, tree: Any) -> None:
 
 
 def load_pytree(path: str, template: Any) -> Any:
-    """Read a msgpack file written by `save_pytree` into the structure of `template`."""
+    """Read a msgpack file written by `save_pytree` into the structure of `template`.
+
+    `template` may also be a function of the file's raw state dict returning the template
+    (for files whose structure depends on their contents). Array shapes come from the file.
+    """
     with open(path, "rb") as f:
         data = f.read()
     try:
-        restored = flax.serialization.from_bytes(_keys_to_data(template), data)
+        raw = flax.serialization.msgpack_restore(data)
+        if callable(template):
+            template = template(raw)
+        restored = flax.serialization.from_state_dict(_keys_to_data(template), raw)
     except Exception as e:  # msgpack raises several types for truncated or foreign bytes
         raise ValueError(f"{path} is not a file saved from this kind of agent: {type(e).__name__}: {e}") from e
     return jax.tree.map(
@@ -71,17 +80,52 @@ def _scalar(x: Any) -> Optional[float | int | str]:
     return float(np.asarray(x))
 
 
-class MetricsWriter:
-    """Fans scalar metrics out to `<workdir>/<kind>.csv` and TensorBoard."""
+def _cell(text: str) -> Optional[float | int | str]:
+    """A CSV cell read back: '' -> None, numbers -> int/float, anything else stays text."""
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
-    def __init__(self, workdir: str, tensorboard: bool = True, append: bool = False):
+
+class MetricsWriter:
+    """Fans scalar metrics out to `<workdir>/<kind>.csv` and TensorBoard.
+
+    With `resume_step`, existing CSVs are kept up to that step (rows logged after the
+    checkpoint being resumed are dropped; the resumed run writes them again) and continued.
+    """
+
+    def __init__(self, workdir: str, tensorboard: bool = True, append: bool = False,
+                 resume_step: Optional[int] = None):
         self.workdir = workdir
-        self._append = append  # continue existing CSVs (a resumed run) instead of starting them
+        self._append = append or resume_step is not None
         self._files: dict[str, Any] = {}
         self._writers: dict[str, csv.DictWriter] = {}
         self._tensorboard = tensorboard
         self._tb: dict[int, Any] = {}
         self.rows: dict[str, list[dict]] = {}
+        if resume_step is not None:
+            for kind in ("train", "eval"):
+                self._truncate(kind, resume_step)
+
+    def _truncate(self, kind: str, last_step: int) -> None:
+        path = os.path.join(self.workdir, f"{kind}.csv")
+        if not os.path.exists(path):
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fieldnames = reader.fieldnames or []
+            kept = [r for r in reader if int(r["step"]) <= last_step]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(kept)
+        _atomic_write(path, buffer.getvalue().encode())
+        self.rows[kind] = [{k: _cell(v) for k, v in r.items()} for r in kept]
 
     def _tb_writer(self, seed: int):
         if seed not in self._tb:
@@ -151,3 +195,42 @@ def summarize(eval_rows: list[dict]) -> dict:
         "best_std": float(best.std()),
         "num_seeds": len(per_seed),
     }
+
+
+class Checkpointer:
+    """Whole-run checkpoints: `<workdir>/checkpoints/ckpt_<step>.msgpack`, newest `keep` kept.
+
+    Each file is written to a temporary name, flushed and renamed, so a crash mid-write leaves
+    the previous checkpoints as they were. `restore` takes the newest file that reads back into
+    the given template and says which unreadable (truncated, foreign) files it skipped.
+    """
+
+    def __init__(self, workdir: str, keep: int = 3):
+        self.folder = os.path.join(workdir, "checkpoints")
+        self.keep = max(1, keep)
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoint files, newest first."""
+        if not os.path.isdir(self.folder):
+            return []
+        names = [n for n in os.listdir(self.folder) if n.startswith("ckpt_") and n.endswith(".msgpack")]
+        return sorted((int(n[5:-8]) for n in names), reverse=True)
+
+    def path(self, step: int) -> str:
+        return os.path.join(self.folder, f"ckpt_{step:09d}.msgpack")
+
+    def save(self, step: int, state: Any) -> str:
+        os.makedirs(self.folder, exist_ok=True)
+        path = self.path(step)
+        save_pytree(path, state)
+        for old in self.steps()[self.keep:]:
+            os.remove(self.path(old))
+        return path
+
+    def restore(self, template: Any) -> Optional[tuple[int, Any]]:
+        for step in self.steps():
+            try:
+                return step, load_pytree(self.path(step), template)
+            except (OSError, ValueError) as e:
+                print(f"skipping unreadable checkpoint {self.path(step)}: {e}")
+        return None

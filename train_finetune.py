@@ -30,6 +30,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from
 flags.DEFINE_integer("num_seeds", 1, "Train seeds seed .. seed+num_seeds-1 together in this process.", flag_values=FLAGS)
 flags.DEFINE_integer("num_devices", 0, "Devices to split the seeds over (0: as many as divide num_seeds).",
                      flag_values=FLAGS)
+flags.DEFINE_bool("allow_config_change", False, "Resume a work directory's checkpoints even though the config "
+                  "or flags differ from the run that wrote them.", flag_values=FLAGS)
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host jobs).", flag_values=FLAGS)
 flags.DEFINE_string("env_name", None, "Gymnasium id of the env (needed for .hdf5/.npz datasets).", flag_values=FLAGS)
 flags.DEFINE_string("init_from", None, "Skip the offline phase: start from this agent.msgpack of train_offline.py.",
@@ -90,55 +92,77 @@ def main(argv):
     n = len(exp.seeds)
     agents = exp.create_agents()
     offline_data = exp.data
+    scale, shift = exp.info.reward_scale, exp.info.reward_shift
+    obs_dim, action_dim = offline_data.observations.shape[1], offline_data.actions.shape[1]
+
+    # Checkpoints of the offline phase hold the agents; those of the online phase also the
+    # replay buffers and the online counters. (Array shapes come from the file.)
+    offline_template = {"agents": agents, "step": 0, "online": 0}
+    online_template = {**offline_template, "online": 1, "offline_steps": 0, "env_step": 0,
+                       "buffers": multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * n),
+                       "episode_count": np.zeros(n, np.int64), "recent_returns": np.zeros((n, 10))}
+    state = exp.restore(lambda raw: online_template if int(raw["online"]) else offline_template)
+    online = state is not None and int(state["online"]) == 1
+    step = 0 if state is None else int(state["step"])
+    if state is not None:
+        agents = multiseed.shard_seeds(state["agents"], exp.mesh)
 
     # ---- Phase 1: offline (the same loop as train_offline.py) ----
-    step = 0
-    if FLAGS.init_from:
+    if FLAGS.init_from and state is None:
         try:
             agents = multiseed.shard_seeds(run_outputs.load_pytree(FLAGS.init_from, multiseed.fetch(agents)), exp.mesh)
         except (OSError, ValueError) as e:
             raise cli.UserError(f"--init_from: {e}") from e
         step = int(multiseed.fetch(agents.actor.step)[0])
         print(f"starting from {FLAGS.init_from} (trained for {step} offline steps)")
-    elif config.pretrain_steps:
+    elif not online and not FLAGS.init_from and config.pretrain_steps:
         k = config.steps_per_call
-        with tqdm(total=config.pretrain_steps, unit="step", desc="offline", dynamic_ncols=True,
+        with tqdm(total=config.pretrain_steps, initial=step, unit="step", desc="offline", dynamic_ncols=True,
                   disable=not exp.is_main) as bar:
-            for step in range(k, config.pretrain_steps + 1, k):
+            for step in range(step + k, config.pretrain_steps + 1, k):
                 agents, metrics = multiseed.update_n(agents, offline_data, k, config.batch_size)
+                exp.check_finite(step, agents, metrics)
                 bar.update(k)
                 if step % config.log_interval == 0:
                     exp.log_train(step, metrics, {"phase": "offline", "env_steps": 0, "online_return": None})
                 if exp.due(step, config.eval_interval, config.pretrain_steps):
                     bar.set_postfix(score=f"{exp.evaluate(agents, step, {'phase': 'offline', 'env_steps': 0}):.1f}")
-    offline_steps = step
+                exp.checkpoint(step, {"agents": agents, "step": step, "online": 0}, config.pretrain_steps)
+    offline_steps = int(state["offline_steps"]) if online else step
 
     # ---- Phase 2: online ----
     if hasattr(agents, "train_actor"):  # IDQL: only the critic learns online, as in the paper
         agents = agents.replace(train_actor=False)
-    scale, shift = exp.info.reward_scale, exp.info.reward_shift
-    obs_dim, action_dim = offline_data.observations.shape[1], offline_data.actions.shape[1]
-    if config.mix_offline:
-        single = ReplayBuffer.create(config.buffer_size, obs_dim, action_dim, scale, shift)
+    if online:
+        buffers = multiseed.shard_seeds(state["buffers"], exp.mesh)
+        env_step = int(state["env_step"])
+        episode_count, recent = np.array(state["episode_count"]), np.array(state["recent_returns"])  # writable copies
     else:
-        try:
-            single = ReplayBuffer.from_dataset(jax.device_get(offline_data), config.buffer_size, scale, shift)
-        except ValueError as e:
-            raise cli.UserError(str(e)) from e
-    buffers = multiseed.shard_seeds(multiseed.stack([single] * n), exp.mesh)
-    del single
+        if config.mix_offline:
+            single = ReplayBuffer.create(config.buffer_size, obs_dim, action_dim, scale, shift)
+        else:
+            try:
+                single = ReplayBuffer.from_dataset(jax.device_get(offline_data), config.buffer_size, scale, shift)
+            except ValueError as e:
+                raise cli.UserError(str(e)) from e
+        buffers = multiseed.shard_seeds(multiseed.stack([single] * n), exp.mesh)
+        del single
+        env_step, episode_count, recent = 0, np.zeros(n, np.int64), np.full((n, 10), np.nan)
 
     online_keys = [jax.random.fold_in(jax.random.key(s), 1) for s in exp.seeds]
     act_keys = jnp.stack([jax.random.fold_in(k, 0) for k in online_keys])
-    env_seeds = [int(jax.random.randint(jax.random.fold_in(k, 1), (), 0, 2**30)) for k in online_keys]
+    # Episodes start from seeds derived from the env-step count (a resumed run restarts the
+    # episodes that a stop interrupted; the env's own state cannot be saved in general).
+    env_seeds = [int(jax.random.randint(jax.random.fold_in(jax.random.fold_in(k, 1), env_step), (), 0, 2**30))
+                 for k in online_keys]
     envs = gym.vector.SyncVectorEnv([exp.make_env] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs, _ = envs.reset(seed=env_seeds)
-    episode_returns, finished = np.zeros(n), [[] for _ in range(n)]
+    episode_returns = np.zeros(n)
     chunk = config.env_steps_per_call
     fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
-    with tqdm(total=config.online_steps, unit="env step", desc="online", dynamic_ncols=True,
+    with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
               disable=not exp.is_main) as bar:
-        for env_step in range(chunk, config.online_steps + 1, chunk):
+        for env_step in range(env_step + chunk, config.online_steps + 1, chunk):
             rows = []
             for i in range(chunk):
                 keys = fold(act_keys, env_step - chunk + i)
@@ -149,7 +173,8 @@ def main(argv):
                 rows.append((obs, actions, rewards, terminated, truncated, true_next_obs(next_obs, ended, infos)))
                 episode_returns += rewards
                 for j in np.flatnonzero(ended):
-                    finished[j].append(episode_returns[j])
+                    recent[j] = np.append(recent[j, 1:], episode_returns[j])
+                    episode_count[j] += 1
                     episode_returns[j] = 0.0
                 obs = next_obs
             # (num_seeds, chunk, ...) arrays, one slice per seed's buffer.
@@ -160,18 +185,21 @@ def main(argv):
                 step_updates = chunk * config.utd
                 agents, metrics = multiseed.update_n_online(agents, buffers, offline_data, step_updates,
                                                             config.batch_size, config.mix_offline)
+                exp.check_finite(step + step_updates, agents, metrics)
             step += step_updates
             bar.update(chunk)
             extra = {"phase": "online", "env_steps": env_step}
             if env_step % config.log_interval == 0 and step_updates:
-                recent = [float(np.mean(f[-10:])) if f else None for f in finished]
-                exp.log_train(step, metrics, {**extra, "online_return": None if None in recent else float(np.mean(recent))})
+                online_return = float(np.mean(np.nanmean(recent, axis=1))) if episode_count.min() > 0 else None
+                exp.log_train(step, metrics, {**extra, "online_return": online_return})
             if exp.due(env_step, config.eval_interval, config.online_steps):
                 bar.set_postfix(score=f"{exp.evaluate(agents, step, extra):.1f}")
+            exp.checkpoint(step, {"agents": agents, "step": step, "online": 1, "offline_steps": offline_steps,
+                                  "env_step": env_step, "buffers": buffers, "episode_count": episode_count,
+                                  "recent_returns": recent}, config.online_steps, counter=env_step)
     envs.close()
     exp.finish(agents, step, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
-                              "online_episodes_per_seed": [len(f) for f in finished]})
-
+                              "online_episodes_per_seed": [int(c) for c in episode_count]})
 
 if __name__ == "__main__":
     cli.run(main, FLAGS)

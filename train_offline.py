@@ -9,7 +9,9 @@
     python train_offline.py --num_seeds=8     # seeds 0..7 in one process, sharded over devices
 
 Writes to --workdir: config.json, train.csv, eval.csv (a row per seed), tb/ (TensorBoard),
-agent.msgpack (the final agents, stacked on a seed axis) and summary.json. Algorithm details live in learner.py; this script only wires
+checkpoints/ (every checkpoint_interval steps, on SIGTERM/SIGINT and at the end), agent.msgpack
+(the final agents, stacked on a seed axis) and summary.json. Running the same command again
+with the same --workdir resumes from the newest checkpoint, exactly where it stopped. Algorithm details live in learner.py; this script only wires
 data, agent, loop, evaluation and logging together.
 """
 
@@ -32,6 +34,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from
 flags.DEFINE_integer("num_seeds", 1, "Train seeds seed .. seed+num_seeds-1 together in this process.", flag_values=FLAGS)
 flags.DEFINE_integer("num_devices", 0, "Devices to split the seeds over (0: as many as divide num_seeds).",
                      flag_values=FLAGS)
+flags.DEFINE_bool("allow_config_change", False, "Resume a work directory's checkpoints even though the config "
+                  "or flags differ from the run that wrote them.", flag_values=FLAGS)
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host jobs).", flag_values=FLAGS)
 flags.DEFINE_string("env_name", None, "Gymnasium id of the evaluation env (needed for .hdf5/.npz datasets).",
                     flag_values=FLAGS)
@@ -59,17 +63,24 @@ def main(argv):
     experiment.check_intervals(config)
     exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner, "idql": IDQLLearner})
     agents = exp.create_agents()
+    start = 0
+    state = exp.restore({"agents": agents, "step": 0})
+    if state is not None:
+        agents, start = multiseed.shard_seeds(state["agents"], exp.mesh), int(state["step"])
 
     steps = config.steps_per_call
     desc = config.algo if len(exp.seeds) == 1 else f"{config.algo} x{len(exp.seeds)} seeds"
-    with tqdm(total=config.max_steps, unit="step", dynamic_ncols=True, desc=desc, disable=not exp.is_main) as bar:
-        for step in range(steps, config.max_steps + 1, steps):
+    with tqdm(total=config.max_steps, initial=start, unit="step", dynamic_ncols=True, desc=desc,
+              disable=not exp.is_main) as bar:
+        for step in range(start + steps, config.max_steps + 1, steps):
             agents, metrics = multiseed.update_n(agents, exp.data, steps, config.batch_size)
+            exp.check_finite(step, agents, metrics)
             bar.update(steps)
             if step % config.log_interval == 0:
                 exp.log_train(step, metrics)
             if exp.due(step, config.eval_interval, config.max_steps):
                 bar.set_postfix(score=f"{exp.evaluate(agents, step):.1f}")
+            exp.checkpoint(step, {"agents": agents, "step": step}, config.max_steps)
     exp.finish(agents, config.max_steps)
 
 

@@ -62,6 +62,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Evaluate every this many steps (and at the end), with this many episodes.
     config.eval_interval = 5000
     config.eval_episodes = 10
+    # Save the whole training state every this many steps (and at the end, and on
+    # SIGTERM/SIGINT), keeping the newest few; rerunning the command resumes from it.
+    config.checkpoint_interval = 100_000
+    config.keep_checkpoints = 3
     # Also log to TensorBoard (tb/ in the work directory).
     config.tensorboard = True
 
@@ -81,3 +85,4 @@ def apply_smoke(config: ml_collections.ConfigDict) -> None:
     config.log_interval = 50
     config.eval_interval = 100
     config.eval_episodes = 2
+    config.checkpoint_interval = 100

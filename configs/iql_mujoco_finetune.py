@@ -34,6 +34,8 @@ def add_finetune_fields(config: ml_collections.ConfigDict) -> None:
     config.mix_offline = False
     # Env steps before gradient updates resume online (0 = no warm-up, as the original).
     config.start_training = 0
+    # In the online phase checkpoint_interval counts environment steps.
+    config.checkpoint_interval = 100_000
     # Std multiplier of the acting policy online (1 = sample the full Gaussian).
     config.online_temperature = 1.0
 
@@ -46,6 +48,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.pretrain_steps = 100
         config.online_steps = 100
         config.buffer_size = 5000
+        config.checkpoint_interval = 50
         config.max_steps = config.get_ref("pretrain_steps") + config.get_ref("online_steps")
         config.steps_per_call = 50
         config.log_interval = 50
