@@ -40,6 +40,28 @@ def default_workdir(config, dataset: str, seed: int, prefix: str = "") -> str:
     return os.path.join("runs", f"{prefix}{config.algo}_{name.replace('/', '_')}_seed{seed}")
 
 
+def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0") -> None:
+    """The flags both training scripts take (everything but --config and their own)."""
+    from absl import flags
+
+    flags.DEFINE_string("dataset", default_dataset,
+                        "Minari dataset id, or a path to a .hdf5/.h5/.npz file. Ids local/<env>/<kind>-v0 "
+                        "with shipped behavior policies (see collect.py) are built on first use.", flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "Folder for everything the run writes; an existing one with checkpoints is "
+                        "resumed (default: runs/<algo>_<dataset>_seed<seed>).", flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from it.", flag_values=flag_values)
+    flags.DEFINE_integer("num_seeds", 1, "Train seeds seed .. seed+num_seeds-1 together in this process.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("num_devices", 0, "Devices to split the seeds over (0: as many as divide num_seeds).",
+                         flag_values=flag_values)
+    flags.DEFINE_string("env_name", None, "Gymnasium id of the env (needed for .hdf5/.npz datasets).",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("allow_config_change", False, "Resume a work directory's checkpoints even though the config "
+                      "or flags differ from the run that wrote them.", flag_values=flag_values)
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host jobs).",
+                      flag_values=flag_values)
+
+
 def check_same_run(workdir: str, config, run_flags: dict, allow_change: bool) -> None:
     """Resume only the run that wrote the checkpoints: same config and flags, unless allowed."""
     import json

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from learner import VALUE_LOSSES, _check_hyperparameters, critic_implied_weights, critic_step, value_step
+from learner import _check_hyperparameters, critic_implied_weights, critic_step, scan_updates, value_step
 from networks import BETA_SCHEDULES, CriticEnsemble, DiffusionNoiseModel, ValueCritic
 
 SELECTIONS = ("argmax", "resample")
@@ -157,12 +157,7 @@ class IDQLLearner(struct.PyTreeNode):
         return self._update(batch)
 
     def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IDQLLearner", dict]:
-        def step(agent, _):
-            rng, key = jax.random.split(agent.rng)
-            return agent.replace(rng=rng)._update(data.sample(key, batch_size))
-
-        agent, infos = jax.lax.scan(step, self, length=num_steps)
-        return agent, jax.tree.map(jnp.mean, infos)
+        return scan_updates(self, data, num_steps, batch_size)
 
     @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
     def update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IDQLLearner", dict]:

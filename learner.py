@@ -177,6 +177,18 @@ def critic_step(critic: TrainState, value: TrainState, batch, discount):
     return critic.apply_gradients(grads=grads), info
 
 
+def scan_updates(agent: Any, data: Any, num_steps: int, batch_size: int) -> tuple[Any, dict]:
+    """`num_steps` of `agent._update` under `lax.scan`, each on `data.sample(key, batch_size)`
+    with `key` split from the agent's carried rng; returns the agent and the mean metrics."""
+
+    def step(agent, _):
+        rng, key = jax.random.split(agent.rng)
+        return agent.replace(rng=rng)._update(data.sample(key, batch_size))
+
+    agent, infos = jax.lax.scan(step, agent, length=num_steps)
+    return agent, jax.tree.map(jnp.mean, infos)
+
+
 # ----------------------------------------------------------------------------------------------
 # The agent.
 # ----------------------------------------------------------------------------------------------
@@ -355,13 +367,7 @@ class IQLLearner(struct.PyTreeNode):
 
     def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IQLLearner", dict]:
         """The body of `update_n`, unjitted, for callers that add their own jit/vmap."""
-
-        def step(agent, _):
-            rng, key = jax.random.split(agent.rng)
-            return agent.replace(rng=rng)._update(data.sample(key, batch_size))
-
-        agent, infos = jax.lax.scan(step, self, length=num_steps)
-        return agent, jax.tree.map(jnp.mean, infos)
+        return scan_updates(self, data, num_steps, batch_size)
 
     @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
     def update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IQLLearner", dict]:

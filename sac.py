@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
+from learner import scan_updates
 from networks import MLP, CriticEnsemble, default_init, gaussian_log_prob
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
@@ -159,14 +160,7 @@ class SACLearner(struct.PyTreeNode):
         return self._update(batch)
 
     def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["SACLearner", dict]:
-        """The body of `update_n`, unjitted, for callers that add their own jit/vmap."""
-
-        def step(agent, _):
-            rng, key = jax.random.split(agent.rng)
-            return agent.replace(rng=rng)._update(data.sample(key, batch_size))
-
-        agent, infos = jax.lax.scan(step, self, length=num_steps)
-        return agent, jax.tree.map(jnp.mean, infos)
+        return scan_updates(self, data, num_steps, batch_size)
 
     @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
     def update_n(self, data, num_steps: int, batch_size: int) -> tuple["SACLearner", dict]:

@@ -24,21 +24,7 @@ import cli
 import experiment
 
 FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
-flags.DEFINE_string("dataset", "local/hopper/medium-v0",
-                    "Minari dataset id, or a path to a .hdf5/.h5/.npz file. Ids local/<env>/<kind>-v0 "
-                    "with shipped behavior policies (see collect.py) are built on first use.",
-                    flag_values=FLAGS)
-flags.DEFINE_string("workdir", None, "Folder for everything the run writes (default: runs/<algo>_<dataset>_seed<seed>).",
-                    flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from it.", flag_values=FLAGS)
-flags.DEFINE_integer("num_seeds", 1, "Train seeds seed .. seed+num_seeds-1 together in this process.", flag_values=FLAGS)
-flags.DEFINE_integer("num_devices", 0, "Devices to split the seeds over (0: as many as divide num_seeds).",
-                     flag_values=FLAGS)
-flags.DEFINE_bool("allow_config_change", False, "Resume a work directory's checkpoints even though the config "
-                  "or flags differ from the run that wrote them.", flag_values=FLAGS)
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host jobs).", flag_values=FLAGS)
-flags.DEFINE_string("env_name", None, "Gymnasium id of the evaluation env (needed for .hdf5/.npz datasets).",
-                    flag_values=FLAGS)
+experiment.define_run_flags(FLAGS)
 cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco.py"),
                   "Config file, optionally with a variant: configs/iql_mujoco.py:smoke.", FLAGS)
 

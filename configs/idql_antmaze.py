@@ -6,18 +6,14 @@
 
 import ml_collections
 
-from configs import idql_mujoco, iql_antmaze, iql_mujoco
+from configs import idql_mujoco, iql_antmaze
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = iql_antmaze.get_config()
     idql_mujoco.add_idql_fields(config)
     if variant == "smoke":
-        iql_mujoco.apply_smoke(config)
-        config.diffusion_hidden_dim = 32
-        config.diffusion_blocks = 1
-        config.time_dim = 8
-        config.num_samples = 8
+        idql_mujoco.apply_idql_smoke(config)
     elif variant:
         raise ValueError(f"unknown config variant {variant!r}; the only one is 'smoke'")
     return config

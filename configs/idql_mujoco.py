@@ -37,11 +37,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = iql_mujoco.get_config()
     add_idql_fields(config)
     if variant == "smoke":
-        iql_mujoco.apply_smoke(config)
-        config.diffusion_hidden_dim = 32
-        config.diffusion_blocks = 1
-        config.time_dim = 8
-        config.num_samples = 8
+        apply_idql_smoke(config)
     elif variant:
         raise ValueError(f"unknown config variant {variant!r}; the only one is 'smoke'")
     return config
+
+
+def apply_idql_smoke(config: ml_collections.ConfigDict) -> None:
+    """A tiny, fast IDQL run for tests."""
+    iql_mujoco.apply_smoke(config)
+    config.diffusion_hidden_dim = 32
+    config.diffusion_blocks = 1
+    config.time_dim = 8
+    config.num_samples = 8
