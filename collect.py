@@ -164,18 +164,15 @@ def mean_return(env_id: str, policy, key, episodes: int) -> float:
     return evaluation.evaluate(act, lambda: evaluation.make_env(env_id), episodes, seed)["return"]
 
 
-def record(env_id: str, segments, policies: dict, key, bar_desc: str, num_envs: int):
-    """Step `num_envs` DataCollector-wrapped envs in lockstep through the segments, one batched
-    policy call per step for all of them; returns the collectors (record order is fixed by
-    `num_envs` and `key`, so the same arguments give the same episodes)."""
+def record(collectors, segments, policies: dict, key, bar_desc: str) -> None:
+    """Step the DataCollector-wrapped envs in lockstep through the segments, one batched
+    policy call per step for all of them (the order is fixed by their number and `key`, so
+    the same arguments record the same episodes)."""
     import jax
-    import minari
     import numpy as np
     from tqdm import tqdm
 
-    import evaluation
-
-    collectors = [minari.DataCollector(evaluation.make_env(env_id)) for _ in range(num_envs)]
+    num_envs = len(collectors)
     env_key, act_key = jax.random.split(key)
     episodes = 0
 
@@ -201,7 +198,6 @@ def record(env_id: str, segments, policies: dict, key, bar_desc: str, num_envs: 
                     obs[j] = reset(collectors[j]) if terminated or truncated else next_obs
                 remaining -= active
                 bar.update(active)
-    return collectors
 
 
 def make_datasets(env_id: str, behavior: Behavior, kinds, namespace: str, steps: int, seed: int,
@@ -245,26 +241,35 @@ def make_datasets(env_id: str, behavior: Behavior, kinds, namespace: str, steps:
                 continue
             minari.delete_dataset(ds_id)
         segments = behavior.segments(kind, steps)
-        collectors = record(env_id, segments, policies, jax.random.fold_in(data_key, KINDS.index(kind)), ds_id,
-                            num_envs)
-        dataset = collectors[0].create_dataset(
-            dataset_id=ds_id,
-            eval_env=evaluation.make_env(env_id).spec,  # with RescaleAction when one was needed
-            algorithm_name=f"SAC behavior policy ({kind}), collect.py",
-            author="iql-jax collect.py",
-            author_email="none",
-            code_permalink="collect.py",
-            description=f"D4RL-style {kind} dataset for {env_id}: "
-                        + "; ".join(f"{label} x {n} steps" for label, _, n in segments),
-            ref_min_score=ref_min,
-            ref_max_score=ref_max,
-        )
-        for collector in collectors[1:]:
-            collector.add_to_dataset(dataset)
-        for collector in collectors:
-            collector.close()
+        collectors = [minari.DataCollector(evaluation.make_env(env_id)) for _ in range(num_envs)]
+        try:
+            record(collectors, segments, policies, jax.random.fold_in(data_key, KINDS.index(kind)), ds_id)
+            save_collected(collectors, ds_id, env_id, kind, segments, ref_min, ref_max)
+        finally:
+            for collector in collectors:  # removes their temporary storage in the Minari root
+                collector.close()
         made.append(ds_id)
     return made
+
+
+def save_collected(collectors, ds_id, env_id, kind, segments, ref_min, ref_max) -> None:
+    """Write the collectors' episodes as one Minari dataset with D4RL-style metadata."""
+    import evaluation
+
+    dataset = collectors[0].create_dataset(
+        dataset_id=ds_id,
+        eval_env=evaluation.make_env(env_id).spec,  # with RescaleAction when one was needed
+        algorithm_name=f"SAC behavior policy ({kind}), collect.py",
+        author="iql-jax collect.py",
+        author_email="none",
+        code_permalink="collect.py",
+        description=f"D4RL-style {kind} dataset for {env_id}: "
+                    + "; ".join(f"{label} x {n} steps" for label, _, n in segments),
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+    )
+    for collector in collectors[1:]:
+        collector.add_to_dataset(dataset)
 
 
 def shipped_env_for(family: str) -> str | None:
