@@ -61,8 +61,10 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 def create_agents(create: Callable[[jax.Array], Any], seeds: list[int], mesh: Mesh) -> Any:
     """`create(key)` for each seed's key, stacked on a leading axis sharded over the mesh."""
     keys = jnp.stack([jax.random.key(s) for s in seeds])
-    # Created under jit with the output sharding, so each device builds only its seeds.
-    return jax.jit(jax.vmap(create), out_shardings=seed_sharding(mesh))(keys)
+    # Not under jit: jit(vmap(create)) of the nn.vmap critic ensemble hangs XLA's CPU runtime
+    # (jax 0.10.2) for 4+ seeds at width 256. Creation runs once; the eager vmap is enough.
+    agents = jax.vmap(create)(keys)
+    return shard_seeds(agents, mesh)
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,8 +122,12 @@ def insert(buffers: Any, *rows: jax.Array) -> Any:
 
 
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:
-    """Place a pytree with a leading seed axis (e.g. stacked buffers) on the seed sharding."""
-    return jax.device_put(tree, seed_sharding(mesh))
+    """Place a pytree with a leading seed axis (agents, buffers) on the seed sharding."""
+    sharding = seed_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    host = jax.tree.map(np.asarray, tree)  # every host built the same full stack
+    return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), host)
 
 
 def stack(agents: list[Any]) -> Any:

@@ -125,3 +125,29 @@ def test_sample_actions_per_seed(data, tiny_config):
     np.testing.assert_allclose(actions[1], multiseed.unstack(agents, 1).sample_actions(obs[1], jax.random.key(0)),
                                atol=1e-6)
     assert not np.allclose(actions[0], actions[1])
+
+
+FULL_SIZE_SCRIPT = r"""
+import jax, numpy as np
+import dataset as dataset_lib, multiseed
+from learner import IQLLearner
+from configs import iql_mujoco
+config = iql_mujoco.get_config()  # full size: (256, 256)
+rng = np.random.default_rng(0); n = 512
+data, _ = dataset_lib.from_arrays(rng.standard_normal((n, 11)), rng.uniform(-1, 1, (n, 3)), rng.standard_normal(n),
+                                  rng.random(n) < 0.01, next_observations=rng.standard_normal((n, 11)))
+create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)
+mesh = multiseed.make_mesh(4)
+agents, metrics = multiseed.update_n(multiseed.create_agents(create, [0, 1, 2, 3], mesh), data, 2, 64)
+assert metrics["critic_loss"].shape == (4,) and bool(multiseed.all_finite(agents))
+print("FULL_SIZE_OK")
+"""
+
+
+def test_four_full_size_seeds_do_not_hang():
+    # jit(vmap(create)) of four (256, 256) agents once hung XLA's CPU runtime; run it where a
+    # hang is a failure, not a stalled suite.
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", FULL_SIZE_SCRIPT], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=180)
+    assert "FULL_SIZE_OK" in out.stdout, out.stderr[-3000:]
