@@ -274,7 +274,7 @@ def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -
         episode_obs = flatten_observations(obs_space, episode.observations)  # T + 1 rows
         steps = len(episode.actions)
         if steps == 0:
-            continue
+            raise DatasetError(f"{dataset_id}: episode {episode.id} is empty (no actions)")
         if len(episode_obs) != steps + 1:
             raise DatasetError(
                 f"{dataset_id}: episode {episode.id} has {len(episode_obs)} observations for "

@@ -189,3 +189,27 @@ def test_unknown_minari_id_names_id_and_root(minari_root):
     with pytest.raises(DatasetError) as e:
         dataset_lib.load_dataset("nobody/hopper/nothing-v0", "none")
     assert "nobody/hopper/nothing-v0" in str(e.value) and str(minari_root) in str(e.value)
+
+
+def test_minari_episode_problems_are_named(monkeypatch):
+    import types
+
+    import gymnasium as gym
+
+    space = gym.spaces.Box(-1, 1, (2,))
+
+    def fake(episodes):
+        return types.SimpleNamespace(observation_space=space, action_space=gym.spaces.Box(-1, 1, (1,)),
+                                     iterate_episodes=lambda: iter(episodes), storage=types.SimpleNamespace(metadata={}))
+
+    def episode(i, steps, observations=None):
+        return types.SimpleNamespace(id=i, observations=np.zeros((steps + 1 if observations is None else observations, 2)),
+                                     actions=np.zeros((steps, 1)), rewards=np.zeros(steps),
+                                     terminations=np.zeros(steps, bool), truncations=np.zeros(steps, bool))
+
+    monkeypatch.setattr(dataset_lib, "load_minari_dataset", lambda *a: fake([episode(0, 3), episode(1, 0)]))
+    with pytest.raises(DatasetError, match="episode 1 is empty"):
+        dataset_lib.load_dataset("x/y/z-v0", "none")
+    monkeypatch.setattr(dataset_lib, "load_minari_dataset", lambda *a: fake([episode(0, 3, observations=3)]))
+    with pytest.raises(DatasetError, match="episode 0 has 3 observations for 3 actions"):
+        dataset_lib.load_dataset("x/y/z-v0", "none")
