@@ -40,7 +40,6 @@ OBS_DIM, ACT_DIM, BATCH, DATA_SIZE = 11, 3, 256, 100_000
 
 
 def setup():
-    import jax
     import numpy as np
 
     import dataset as dataset_lib
@@ -56,7 +55,6 @@ def setup():
     )
     data, _ = dataset_lib.from_arrays(**arrays)
     config = iql_mujoco.get_config()
-    del jax
     return data, arrays, config
 
 
@@ -147,7 +145,6 @@ def update_flops(data, config) -> float:
 def matmul_gflops(windows, seconds) -> float:
     """Throughput of dependent (256 x 256) @ (256 x 256) matmuls, the bulk of an update."""
     import jax
-    import jax.numpy as jnp
 
     x = jax.random.normal(jax.random.key(0), (BATCH, 256))
     w = jax.random.normal(jax.random.key(1), (256, 256)) / 16.0
@@ -222,7 +219,7 @@ def main(argv):
         r.update(batch_size=BATCH, platform=platform, device_kind=jax.devices()[0].device_kind,
                  updates_per_s_per_seed=r["updates_per_s"] / r["num_seeds"],
                  fraction_of_ceiling=r["updates_per_s"] / (ceiling * r["devices"]))
-    print(f"\n| design | K | seeds | devices | updates/s (all seeds) | per seed | of ceiling | compile s |")
+    print("\n| design | K | seeds | devices | updates/s (all seeds) | per seed | of ceiling | compile s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in records:
         print(f"| {r['design']} | {r['K']} | {r['num_seeds']} | {r['devices']} | {r['updates_per_s']:.0f} | "

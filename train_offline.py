@@ -16,7 +16,6 @@ data, agent, loop, evaluation and logging together.
 """
 
 import os
-import sys
 
 from absl import flags
 
