@@ -235,7 +235,7 @@ class Experiment:
             fail(f"{self.stop_signal} at step {step}: saved {self.checkpointer.path(step)}; "
                  "run the same command again to resume")
 
-    def check_finite(self, step: int, agents, metrics: dict) -> None:
+    def check_finite(self, step: int, agents, metrics: dict, first: Optional[int] = None) -> None:
         """Stop, naming the step and the quantity, if a loss or a parameter is NaN/inf; the
         last checkpoint (written before this step) stays the newest."""
         import multiseed
@@ -247,7 +247,7 @@ class Experiment:
         what = f"training metric(s) {names}" if names else "parameters"
         last = self.checkpointer.steps()
         kept = f"the last good checkpoint is {self.checkpointer.path(last[0])}" if last else "no checkpoint was written"
-        first = step - self.config.steps_per_call + 1
+        first = step - self.config.steps_per_call + 1 if first is None else first
         span = f"step {step}" if first >= step else f"steps {first}..{step}"
         fail(f"non-finite {what} in {span}; stopped; {kept}")
 

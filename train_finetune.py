@@ -148,6 +148,7 @@ def main(argv):
     envs = gym.vector.SyncVectorEnv([exp.make_env] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs, _ = envs.reset(seed=env_seeds)
     episode_returns = np.zeros(n)
+    checked_through = step  # the NaN guard's last checked step
     chunk = config.env_steps_per_call
     fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
@@ -175,8 +176,14 @@ def main(argv):
                 step_updates = chunk * config.utd
                 agents, metrics = multiseed.update_n_online(agents, buffers, offline_data, step_updates,
                                                             config.batch_size, config.mix_offline)
-                exp.check_finite(step + step_updates, agents, metrics)
             step += step_updates
+            # The NaN guard syncs with the device, so online (one update per call) it runs at log
+            # and checkpoint points only: never later than the next checkpoint, which it protects.
+            interval = config.checkpoint_interval
+            if step_updates and (env_step % config.log_interval == 0 or env_step == config.online_steps
+                                 or exp.stop_signal or (interval and env_step % interval == 0)):
+                exp.check_finite(step, agents, metrics, first=checked_through + 1)
+                checked_through = step
             bar.update(chunk)
             extra = {"phase": "online", "env_steps": env_step}
             if env_step % config.log_interval == 0 and step_updates:
