@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from learner import _check_hyperparameters, critic_implied_weights, critic_step, scan_updates, value_step
+from learner import check_hyperparameters, critic_implied_weights, critic_step, scan_updates, value_step
 from networks import BETA_SCHEDULES, CriticEnsemble, DiffusionNoiseModel, ValueCritic
 
 SELECTIONS = ("argmax", "resample")
@@ -97,7 +97,7 @@ class IDQLLearner(struct.PyTreeNode):
         (`actor_lr`, `cosine_decay`, `max_steps`, `diffusion_steps`, `beta_schedule`,
         `diffusion_hidden_dim`, `diffusion_blocks`, `diffusion_dropout`, `time_dim`, `ema_rate`,
         `num_samples`, `selection`)."""
-        _check_hyperparameters({**dict(config), "beta": 0.0, "dropout_rate": config["diffusion_dropout"]})
+        check_hyperparameters(config)
         if config["selection"] not in SELECTIONS:
             raise ValueError(f"config.selection must be one of {SELECTIONS}, got {config['selection']!r}")
         if config["beta_schedule"] not in BETA_SCHEDULES:

@@ -194,34 +194,31 @@ def scan_updates(agent: Any, data: Any, num_steps: int, batch_size: int) -> tupl
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_hyperparameters(config: Mapping) -> None:
-    """Fail early, naming the field, instead of deep inside a traced computation."""
-    checks = {
-        "expectile": lambda x: 0.0 < x < 1.0,
-        "beta": lambda x: x >= 0.0,
-        "discount": lambda x: 0.0 <= x <= 1.0,
-        "target_tau": lambda x: 0.0 <= x <= 1.0,
-        "actor_lr": lambda x: x > 0.0,
-        "critic_lr": lambda x: x > 0.0,
-        "value_lr": lambda x: x > 0.0,
-        "dropout_rate": lambda x: 0.0 <= x < 1.0,
-        "max_steps": lambda x: x > 0,
-    }
-    ranges = {
-        "expectile": "in (0, 1)",
-        "beta": ">= 0 (an inverse temperature)",
-        "discount": "in [0, 1]",
-        "target_tau": "in [0, 1]",
-        "dropout_rate": "in [0, 1)",
-    }
-    for name, ok in checks.items():
-        value = config[name]
-        if not ok(value):
-            raise ValueError(f"config.{name} must be {ranges.get(name, '> 0')}, got {value!r}")
+# Allowed ranges of the float hyperparameters, checked for every one a config has (IQL's and
+# IDQL's): a bad value fails in `create`, naming the field, not deep inside a traced computation.
+HYPERPARAMETER_RANGES = {
+    "expectile": (lambda x: 0.0 < x < 1.0, "in (0, 1)"),
+    "beta": (lambda x: x >= 0.0, ">= 0 (an inverse temperature)"),
+    "discount": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
+    "target_tau": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
+    "ema_rate": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
+    "actor_lr": (lambda x: x > 0.0, "> 0"),
+    "critic_lr": (lambda x: x > 0.0, "> 0"),
+    "value_lr": (lambda x: x > 0.0, "> 0"),
+    "dropout_rate": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
+    "diffusion_dropout": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
+    "exp_beta": (lambda x: x > 0.0, "> 0"),
+    "max_steps": (lambda x: x > 0, "> 0"),
+}
+
+
+def check_hyperparameters(config: Mapping) -> None:
+    """Raise a ValueError naming the field for any out-of-range hyperparameter in `config`."""
+    for name, (ok, allowed) in HYPERPARAMETER_RANGES.items():
+        if name in config and not ok(config[name]):
+            raise ValueError(f"config.{name} must be {allowed}, got {config[name]!r}")
     if config.get("value_loss", "expectile") not in VALUE_LOSSES:
         raise ValueError(f"config.value_loss must be one of {VALUE_LOSSES}, got {config['value_loss']!r}")
-    if not config.get("exp_beta", 1.0) > 0:
-        raise ValueError(f"config.exp_beta must be > 0, got {config['exp_beta']!r}")
     dims = tuple(config["hidden_dims"])
     if not dims or any(int(d) <= 0 for d in dims):
         raise ValueError(f"config.hidden_dims must be positive layer widths, got {dims!r}")
@@ -269,7 +266,7 @@ class IQLLearner(struct.PyTreeNode):
             `critic_lr`, `value_lr`, `dropout_rate`, `cosine_decay`, `max_steps`, `num_qs`,
             `expectile`, `beta`, `discount`, `target_tau`.
         """
-        _check_hyperparameters(config)
+        check_hyperparameters(config)
         observations = jnp.atleast_2d(jnp.asarray(observations, jnp.float32))
         actions = jnp.atleast_2d(jnp.asarray(actions, jnp.float32))
         hidden_dims = tuple(int(d) for d in config["hidden_dims"])

@@ -132,6 +132,8 @@ def main(argv):
             single = ReplayBuffer.create(config.buffer_size, obs_dim, action_dim, scale, shift)
         else:
             try:
+                # From a host copy: offline_data is replicated over the mesh, the buffer is built
+                # on one device and then stacked and sharded per seed.
                 single = ReplayBuffer.from_dataset(jax.device_get(offline_data), config.buffer_size, scale, shift)
             except ValueError as e:
                 raise cli.UserError(str(e)) from e

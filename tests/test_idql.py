@@ -160,3 +160,11 @@ def test_idql_at_least_matches_iql_when_good_actions_are_multimodal():
     idql_score = reward(agent.sample_actions(obs, jax.random.key(1), 1.0))
     # The Gaussian's mean lands between the modes, where nothing pays; IDQL picks a mode.
     assert idql_score >= iql_score and idql_score > 0.9, (idql_score, iql_score)
+
+
+@pytest.mark.parametrize("field,value", [("ema_rate", 1.5), ("diffusion_dropout", 1.0), ("expectile", 0.0),
+                                         ("exp_beta", 0.0)])
+def test_bad_idql_hyperparameters_are_named(field, value):
+    data = bimodal_data(50)
+    with pytest.raises(ValueError, match=f"config.{field}"):
+        IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], idql_config(**{field: value}))
