@@ -79,6 +79,21 @@ def check_same_run(workdir: str, config, run_flags: dict, allow_change: bool) ->
         print(f"resuming with changed {', '.join(changed)} (--allow_config_change)")
 
 
+def init_distributed(enabled: bool) -> None:
+    """`jax.distributed.initialize()` for --distributed. On a cluster JAX finds the processes
+    itself (SLURM, Open MPI, Kubernetes, Cloud TPU); elsewhere (e.g. several processes on one
+    machine) set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID."""
+    if not enabled:
+        return
+    import jax
+
+    num, pid = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+    if (num is None) != (pid is None):
+        fail("set both JAX_NUM_PROCESSES and JAX_PROCESS_ID, or neither (cluster auto-detection)")
+    kwargs = {} if num is None else {"num_processes": int(num), "process_id": int(pid)}
+    jax.distributed.initialize(**kwargs)
+
+
 def request_cpu_devices(num_seeds: int) -> None:
     """On a CPU-only machine, ask XLA for one host device per core so seeds train side by
     side; must run before JAX starts (no effect after, nor on GPU/TPU devices)."""
@@ -229,8 +244,9 @@ class Experiment:
         interval = self.config.get("checkpoint_interval", 0)
         counter = step if counter is None else counter
         if self.stop_signal or counter == last_step or (interval and counter % interval == 0):
+            host = multiseed.fetch({**state, "eval_seconds": self.eval_seconds})  # every process: a collective
             if self.is_main:
-                self.checkpointer.save(step, multiseed.fetch({**state, "eval_seconds": self.eval_seconds}))
+                self.checkpointer.save(step, host)
         if self.stop_signal:
             fail(f"{self.stop_signal} at step {step}: saved {self.checkpointer.path(step)}; "
                  "run the same command again to resume")
@@ -321,8 +337,9 @@ class Experiment:
 
         wall = time.perf_counter() - self.start_time
         summary = {}
+        host = multiseed.fetch(agents)  # every process: a collective under jax.distributed
         if self.is_main:
-            run_outputs.save_pytree(os.path.join(self.workdir, "agent.msgpack"), multiseed.fetch(agents))
+            run_outputs.save_pytree(os.path.join(self.workdir, "agent.msgpack"), host)
             summary = run_outputs.summarize(self.writer.rows.get("eval", []))
             summary.update(steps=total_updates, wall_time_s=wall, eval_time_fraction=self.eval_seconds / wall,
                            **(extra or {}))

@@ -27,10 +27,13 @@ SEED_AXIS = "seeds"
 def make_mesh(num_seeds: int, num_devices: int = 0) -> Mesh:
     """A 1-D mesh over the devices that share the seeds.
 
-    `num_devices` 0 picks the most devices that divide `num_seeds` evenly; an explicit count
-    must divide it and be available.
+    `num_devices` 0 picks the most devices that divide `num_seeds` evenly (under jax.distributed:
+    all devices of all processes, so that every process takes part); an explicit count must
+    divide it and be available.
     """
     devices = jax.devices()
+    if not num_devices and jax.process_count() > 1:
+        num_devices = len(devices)
     if num_devices:
         if num_devices > len(devices):
             raise ValueError(f"num_devices={num_devices}, but only {len(devices)} device(s) are visible")
@@ -51,11 +54,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Put a full copy of `tree` (e.g. the dataset) on every device of the mesh."""
-    sharding = replicated(mesh)
-    if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
-    host = jax.tree.map(np.asarray, tree)  # every host loaded the same data
-    return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), host)
+    return _place(tree, replicated(mesh))
 
 
 def create_agents(create: Callable[[jax.Array], Any], seeds: list[int], mesh: Mesh) -> Any:
@@ -67,15 +66,34 @@ def create_agents(create: Callable[[jax.Array], Any], seeds: list[int], mesh: Me
     return shard_seeds(agents, mesh)
 
 
+def _per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int) -> Callable:
+    """jit of `fn(*seeded, *shared)` for every seed: the first `num_seeded` arguments carry the
+    seed axis (the first is the agents, donated), the rest are shared by all seeds.
+
+    Each device runs its own seeds (shard_map: no cross-device work). A device holding one
+    seed runs the plain single-agent program: on a CPU a vmap over an axis of length 1 costs
+    about 10% (batched matmuls), which is what one device per core is meant to win back.
+    """
+
+    def local(*args):
+        seeded, shared = args[:num_seeded], args[num_seeded:]
+        if jax.tree.leaves(seeded[0])[0].shape[0] == 1:
+            out = fn(*(jax.tree.map(lambda x: x[0], t) for t in seeded), *shared)
+            return jax.tree.map(lambda x: x[None], out)
+        return jax.vmap(lambda *s: fn(*s, *shared))(*seeded)
+
+    specs = (P(SEED_AXIS),) * num_seeded + (P(),) * num_shared
+    # Explicit out_shardings: on a mesh of one device the outputs would otherwise come back
+    # as P() and the next call, fed them, would compile again.
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(SEED_AXIS), check_vma=False),
+                   out_shardings=seed_sharding(mesh), donate_argnums=0)
+
+
 @functools.lru_cache(maxsize=None)
 def compiled_update_n(mesh: Mesh, num_steps: int, batch_size: int) -> Callable:
     """The jitted, donating `update_n` for agents sharded over `mesh`; outputs keep the seed
     sharding, so feeding them back never recompiles."""
-
-    def run(agents, data):
-        return jax.vmap(lambda agent: agent._update_n(data, num_steps, batch_size))(agents)
-
-    return jax.jit(run, out_shardings=seed_sharding(mesh), donate_argnums=0)
+    return _per_seed(lambda agent, data: agent._update_n(data, num_steps, batch_size), mesh, 1, 1)
 
 
 def update_n(agents: Any, data: Any, num_steps: int, batch_size: int) -> tuple[Any, dict]:
@@ -100,14 +118,11 @@ def compiled_update_n_online(mesh: Mesh, num_steps: int, batch_size: int, mix_of
     its buffer and half from the shared offline dataset when `mix_offline`."""
     from dataset import MixedData
 
-    def run(agents, buffers, offline):
-        def one(agent, buffer):
-            source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
-            return agent._update_n(source, num_steps, batch_size)
+    def one(agent, buffer, offline):
+        source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
+        return agent._update_n(source, num_steps, batch_size)
 
-        return jax.vmap(one)(agents, buffers)
-
-    return jax.jit(run, out_shardings=seed_sharding(mesh), donate_argnums=0)
+    return _per_seed(one, mesh, 2, 1)
 
 
 def update_n_online(agents, buffers, offline, num_steps: int, batch_size: int, mix_offline: bool):
@@ -123,11 +138,24 @@ def insert(buffers: Any, *rows: jax.Array) -> Any:
 
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:
     """Place a pytree with a leading seed axis (agents, buffers) on the seed sharding."""
-    sharding = seed_sharding(mesh)
+    return _place(tree, seed_sharding(mesh))
+
+
+def _place(tree: Any, sharding: NamedSharding) -> Any:
+    """device_put onto a sharding; under jax.distributed every process holds the same full
+    values and contributes the shards of its own devices."""
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
-    host = jax.tree.map(np.asarray, tree)  # every host built the same full stack
-    return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), host)
+
+    def one(x):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed keys: place the raw bits, rewrap
+            bits = one(jax.random.key_data(x))
+            return jax.jit(functools.partial(jax.random.wrap_key_data, impl=jax.random.key_impl(x)),
+                           out_shardings=sharding)(bits)
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(one, tree)
 
 
 def stack(agents: list[Any]) -> Any:
@@ -152,7 +180,15 @@ def fetch(tree: Any) -> Any:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        return multihost_utils.process_allgather(tree, tiled=True)
+        def gather(x):
+            if not isinstance(x, jax.Array) or x.is_fully_addressable:
+                return jax.device_get(x)
+            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed keys: gather the raw bits
+                bits = multihost_utils.process_allgather(jax.random.key_data(x), tiled=True)
+                return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(x))
+            return multihost_utils.process_allgather(x, tiled=True)
+
+        return jax.tree.map(gather, tree)
     return jax.device_get(tree)
 
 

@@ -30,7 +30,7 @@ LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
 
 
-def default_init(scale: float = jnp.sqrt(2.0)) -> nn.initializers.Initializer:
+def default_init(scale: float = 2.0**0.5) -> nn.initializers.Initializer:
     """Orthogonal kernel init, as in the original IQL code."""
     return nn.initializers.orthogonal(scale)
 

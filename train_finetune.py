@@ -72,8 +72,7 @@ def main(argv):
     from idql import IDQLLearner
     from learner import IQLLearner
 
-    if FLAGS.distributed:
-        jax.distributed.initialize()
+    experiment.init_distributed(FLAGS.distributed)
     config = FLAGS.config
     check_config(config)
     exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner, "idql": IDQLLearner}, workdir_prefix="finetune_")

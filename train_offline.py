@@ -42,8 +42,7 @@ def main(argv):
     from idql import IDQLLearner
     from learner import IQLLearner
 
-    if FLAGS.distributed:
-        jax.distributed.initialize()
+    experiment.init_distributed(FLAGS.distributed)
     config = FLAGS.config
     experiment.check_intervals(config)
     exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner, "idql": IDQLLearner})

@@ -8,6 +8,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import gymnasium as gym  # noqa: E402
+import jax  # noqa: E402
+
+# Start JAX's backend now, with one CPU device, so that no test's request for host devices
+# (train scripts with --num_seeds > 1) changes the device count for the tests after it.
+jax.devices()
 import minari  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -82,15 +82,16 @@ data, _ = dataset_lib.from_arrays(rng.standard_normal((n, 3)), rng.uniform(-1, 1
                                   rng.random(n) < 0.1, next_observations=rng.standard_normal((n, 3)))
 create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)
 results = {}
-for devices in (1, 8):
+for devices in (1, 4, 8):  # 8, 2 and 1 seed(s) per device
     mesh = multiseed.make_mesh(8, num_devices=devices)
     agents = multiseed.create_agents(create, list(range(8)), mesh)
     agents, metrics = multiseed.update_n(agents, multiseed.replicate(data, mesh), 10, 16)
     leaf = jax.tree.leaves(agents.actor.params)[0]
     assert len(leaf.sharding.device_set) == devices, leaf.sharding
     results[devices] = multiseed.fetch((agents.actor.params, agents.critic.params, metrics))
-for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[8])):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+for devices in (4, 8):
+    for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[devices])):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 print("SHARDED_OK")
 """
 
