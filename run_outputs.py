@@ -5,7 +5,7 @@
   under `tb/`, so seeds show as separate runs).
 - `summarize`: the final `summary.json` (last and best normalised score per seed, and their
   mean and std over seeds).
-- `write_json`, `save_pytree`, `load_pytree`: atomic JSON and msgpack files (no pickle).
+- `write_json`, `write_text`, `save_pytree`, `load_pytree`: atomic JSON and msgpack files (no pickle).
 - `Checkpointer`: whole-run checkpoints, written atomically, the newest few kept.
 """
 
@@ -33,6 +33,10 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 def write_json(path: str, obj: Any) -> None:
     _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_text(path: str, text: str) -> None:
+    _atomic_write(path, text.encode())
 
 
 def _is_key(x: Any) -> bool:
