@@ -300,8 +300,8 @@ def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -
     )
     metadata = mds.storage.metadata
 
-    def make_env() -> gym.Env:
-        env = mds.recover_environment(eval_env=True)
+    def make_env(**kwargs) -> gym.Env:  # kwargs for gym.make, e.g. render_mode
+        env = mds.recover_environment(eval_env=True, **kwargs)
         return gym.wrappers.FlattenObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
 
     return dataset, dataclasses.replace(

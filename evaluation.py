@@ -85,3 +85,41 @@ def evaluate(
         "length": float(lengths.mean()),
         "returns": returns,
     }
+
+
+def record_video(policy_fn: Callable[[np.ndarray], np.ndarray], make_env: Callable[..., gym.Env], seed: int,
+                 path: str) -> dict:
+    """Render one episode (reset with `seed`) to an MP4 file at `path`.
+
+    `make_env(render_mode="rgb_array")` must build a rendering env: MuJoCo envs render
+    off-screen with MUJOCO_GL=egl (or osmesa). Writing needs imageio with its ffmpeg plugin.
+    Returns {'return', 'length', 'path'}.
+    """
+    import os
+
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401  (the MP4 writer)
+    except ImportError as e:
+        raise RuntimeError(f"--video needs imageio with ffmpeg: pip install 'imageio[ffmpeg]' ({e})") from e
+    env = make_env(render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames, total, done = [env.render()], 0.0, False
+        if frames[0] is None:
+            raise RuntimeError("the evaluation env rendered no frame; it needs render_mode='rgb_array' support")
+        while not done:
+            action = np.asarray(policy_fn(np.asarray(obs, np.float32).reshape(1, -1)))[0]
+            obs, reward, terminated, truncated, _ = env.step(action.reshape(env.action_space.shape))
+            total += float(reward)
+            frames.append(env.render())
+            done = terminated or truncated
+        fps = env.metadata.get("render_fps") or 30
+    finally:
+        env.close()
+    tmp = f"{path}.tmp.mp4"  # written whole, then renamed: no half-written video under the final name
+    with imageio.get_writer(tmp, fps=fps, macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(np.asarray(frame, np.uint8))
+    os.replace(tmp, path)
+    return {"return": total, "length": len(frames) - 1, "path": path}

@@ -58,6 +58,8 @@ def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0
                         flag_values=flag_values)
     flags.DEFINE_bool("allow_config_change", False, "Resume a work directory's checkpoints even though the config "
                       "or flags differ from the run that wrote them.", flag_values=flag_values)
+    flags.DEFINE_bool("video", False, "At the end, render one evaluation episode of the first seed to "
+                      "<workdir>/video.mp4 (MuJoCo needs MUJOCO_GL=egl or osmesa).", flag_values=flag_values)
     flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host jobs).",
                       flag_values=flag_values)
 
@@ -119,6 +121,7 @@ class Experiment:
     writer: Any
     is_main: bool
     eval_keys: list = dataclasses.field(default_factory=list)
+    video: bool = False
     checkpointer: Any = None
     stop_signal: Optional[str] = None
     eval_seconds: float = 0.0
@@ -166,7 +169,7 @@ class Experiment:
 
         make_env = info.make_env
         if flag_values.env_name:
-            make_env = lambda: evaluation.make_env(flag_values.env_name)  # noqa: E731
+            make_env = lambda **kwargs: evaluation.make_env(flag_values.env_name, **kwargs)  # noqa: E731
         obs_dim, action_dim = data.observations.shape[1], data.actions.shape[1]
         if make_env is not None or config.eval_episodes > 0:
             if make_env is None:
@@ -198,7 +201,7 @@ class Experiment:
         exp = cls(config=config, seeds=seeds, workdir=workdir, mesh=mesh, data=multiseed.replicate(data, mesh),
                   info=info, ref_min=ref_min, ref_max=ref_max, make_env=make_env,
                   agent_class=agent_classes[config.algo], writer=None, is_main=is_main, eval_keys=eval_keys,
-                  checkpointer=checkpointer)
+                  video=flag_values.video, checkpointer=checkpointer)
         exp._install_signal_handlers()
         return exp
 
@@ -294,28 +297,14 @@ class Experiment:
 
         Returns the mean over seeds of the normalised score (or of the return without refs).
         """
-        import jax
-        import jax.numpy as jnp
-        import numpy as np
-
         import evaluation
-        import multiseed
 
         tic = time.perf_counter()
         episodes, n = self.config.eval_episodes, len(self.seeds)
-        # Each seed's episode seeds derive from its eval key and the step.
-        env_seeds = []
-        for key in self.eval_keys:
-            base = int(jax.random.randint(jax.random.fold_in(key, step), (), 0, 2**30))
-            env_seeds += [base + j for j in range(episodes)]
-        acting = agents if jax.process_count() == 1 else jax.device_put(multiseed.fetch(agents), jax.local_devices()[0])
+        env_seeds = [self._episode_seed(key, step) + j for key in self.eval_keys for j in range(episodes)]
+        policy = self._policy(agents, episodes)
         shown = []
         if self.is_main:
-            def policy(obs):
-                actions = multiseed.sample_actions(acting, obs.reshape(n, episodes, -1), jnp.stack(self.eval_keys),
-                                                   self.config.get("eval_temperature", 0.0))
-                return np.asarray(actions).reshape(n * episodes, -1)
-
             returns = evaluation.evaluate(policy, self.make_env, len(env_seeds), env_seeds)["returns"]
             for seed, seed_returns in zip(self.seeds, returns.reshape(n, episodes)):
                 mean = float(seed_returns.mean())
@@ -326,6 +315,53 @@ class Experiment:
                 shown.append(mean if score is None else score)
         self.eval_seconds += time.perf_counter() - tic
         return float(np.mean(shown)) if shown else float("nan")
+
+    @staticmethod
+    def _episode_seed(eval_key, step: int) -> int:
+        """Seed of a seed's first evaluation episode at `step` (its eval key folded with the step)."""
+        import jax
+
+        return int(jax.random.randint(jax.random.fold_in(eval_key, step), (), 0, 2**30))
+
+    def _policy(self, agents, episodes: int) -> Callable:
+        """(num_seeds * episodes, obs_dim) observations -> actions, seed i's agent acting on rows
+        i * episodes .. (i + 1) * episodes - 1, with its own key."""
+        import jax
+        import jax.numpy as jnp
+
+        import multiseed
+
+        acting = agents if jax.process_count() == 1 else jax.device_put(multiseed.fetch(agents), jax.local_devices()[0])
+        n, keys = len(self.seeds), jnp.stack(self.eval_keys)
+
+        def policy(obs):
+            actions = multiseed.sample_actions(acting, obs.reshape(n, episodes, -1), keys,
+                                               self.config.get("eval_temperature", 0.0))
+            return np.asarray(actions).reshape(n * episodes, -1)
+
+        return policy
+
+    def record_video(self, agents, step: int) -> Optional[str]:
+        """`--video`: the first seed's first evaluation episode at `step`, to <workdir>/video.mp4."""
+        import evaluation
+
+        if not (self.video and self.is_main):
+            return None
+        if self.make_env is None:
+            print("--video: no evaluation env is known for this dataset (pass --env_name); no video written")
+            return None
+        policy, n = self._policy(agents, 1), len(self.seeds)
+        first_seed = lambda obs: policy(np.repeat(obs, n, axis=0))[:1]  # noqa: E731  (the other seeds idle)
+        path = os.path.join(self.workdir, "video.mp4")
+        try:
+            result = evaluation.record_video(first_seed, self.make_env, self._episode_seed(self.eval_keys[0], step),
+                                             path)
+        except Exception as e:  # rendering is optional: the run's results are already saved
+            hint = "" if os.environ.get("MUJOCO_GL") else " (MuJoCo envs render off-screen with MUJOCO_GL=egl or osmesa)"
+            print(f"--video: no video written: {type(e).__name__}: {e}{hint}")
+            return None
+        print(f"wrote {path} (seed {self.seeds[0]}, return {result['return']:.1f}, {result['length']} steps)")
+        return path
 
     def due(self, step: int, interval: int, last_step: int) -> bool:
         return self.config.eval_episodes > 0 and (step % interval == 0 or step == last_step)
@@ -340,6 +376,7 @@ class Experiment:
         host = multiseed.fetch(agents)  # every process: a collective under jax.distributed
         if self.is_main:
             run_outputs.save_pytree(os.path.join(self.workdir, "agent.msgpack"), host)
+            self.record_video(agents, total_updates)
             summary = run_outputs.summarize(self.writer.rows.get("eval", []))
             summary.update(steps=total_updates, wall_time_s=wall, eval_time_fraction=self.eval_seconds / wall,
                            **(extra or {}))

@@ -35,7 +35,6 @@ def main(argv):
         raise cli.UserError(f"--num_seeds must be >= 1, got {FLAGS.num_seeds}")
     experiment.request_cpu_devices(FLAGS.num_seeds)
     # Heavy imports after flag parsing, so `--help` and flag errors are instant.
-    import jax
     from tqdm import tqdm
 
     import multiseed

@@ -185,6 +185,25 @@ def test_two_processes_under_jax_distributed_equal_one_process(minari_root, tmp_
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_video_of_one_evaluation_episode(tmp_path):
+    """--video renders the first seed's final evaluation episode to video.mp4 (here the toy
+    env's own frames, so no GL is needed)."""
+    import imageio.v2 as imageio
+
+    import toy_env
+
+    data = tmp_path / "left.npz"
+    toy_env.left_only_dataset(data, episodes=10)
+    workdir = tmp_path / "run"
+    run_main(SMOKE, f"--dataset={data}", f"--env_name={toy_env.register()}", f"--workdir={workdir}", "--video",
+             "--num_seeds=2", "--config.hidden_dims=(16,16)", "--config.tensorboard=False")
+    with imageio.get_reader(str(workdir / "video.mp4")) as reader:
+        frames = [frame for frame in reader]
+        fps = reader.get_meta_data()["fps"]
+    assert len(frames) == toy_env.STEPS + 1 and frames[0].shape == (32, 64, 3) and fps == 10
+    assert not list(workdir.glob("*.tmp.mp4"))
+
+
 def test_overrides_without_an_explicit_config_file():
     parse_flags("--config.max_steps=1234", "--config.beta=0.5")
     assert train_offline.FLAGS.config.max_steps == 1234 and train_offline.FLAGS.config.beta == 0.5

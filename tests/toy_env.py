@@ -13,6 +13,19 @@ TARGET, STEPS = 0.7, 30
 class Reach(gym.Env):
     observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def render(self):
+        """A 32 x 64 frame: the target column green, the position column white."""
+        if self.render_mode != "rgb_array":
+            return None
+        frame = np.zeros((32, 64, 3), np.uint8)
+        frame[:, int((TARGET + 1) / 2 * 63), 1] = 255
+        frame[:, int((self.x + 1) / 2 * 63)] = 255
+        return frame
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
