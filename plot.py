@@ -9,8 +9,8 @@ with the same dataset and label are pooled (their seeds together). The figure ha
 per dataset and one line per label: the mean over seeds of the normalised score at each
 evaluation step, with a band of +-1 std over seeds. The table has one row per dataset and one
 column per label: the final score (the last evaluation of each seed), mean +- std over seeds,
-and the best score (each seed's best evaluation, averaged over seeds) in brackets: the same
-numbers as each run's summary.json.
+and in brackets the best score (each seed's best evaluation), mean +- std over seeds: the
+same numbers as each run's summary.json.
 """
 
 import collections
@@ -113,7 +113,7 @@ def curve(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def table(pooled: dict) -> str:
-    """Markdown: a row per dataset, a column per label; final mean +- std (best)."""
+    """Markdown: a row per dataset, a column per label; final mean +- std (best mean +- std)."""
     labels = label_order(label for _, label in pooled)
     datasets = sorted({dataset for dataset, _ in pooled})
     lines = ["| dataset | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
@@ -127,7 +127,7 @@ def table(pooled: dict) -> str:
                 continue
             s = run_outputs.summarize(rows)
             metrics.add(s["metric"])
-            cells.append(f"{s['last_mean']:.1f} ± {s['last_std']:.1f} ({s['best_mean']:.1f})")
+            cells.append(f"{s['last_mean']:.1f} ± {s['last_std']:.1f} ({s['best_mean']:.1f} ± {s['best_std']:.1f})")
             last_steps = sorted({v["last_step"] for v in s["per_seed"].values()})
             details.append(f"{label} on {dataset}: {s['num_seeds']} seed(s), final evaluation at step "
                            f"{'/'.join(str(x) for x in last_steps)}")
@@ -135,7 +135,7 @@ def table(pooled: dict) -> str:
     what = "normalised score" if metrics == {"normalized_score"} else "return (no reference scores)" \
         if metrics == {"return"} else "normalised score, or return where a dataset has no reference scores"
     lines += ["", f"Final {what}: mean ± std over seeds of each seed's last evaluation; in brackets the mean "
-              "over seeds of each seed's best evaluation.", ""] + [f"- {d}" for d in details]
+              "± std over seeds of each seed's best evaluation.", ""] + [f"- {d}" for d in details]
     return "\n".join(lines) + "\n"
 
 
