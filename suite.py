@@ -75,9 +75,13 @@ def load_config(algo: str):
     return module.get_config("smoke") if FLAGS.smoke else module.get_config()
 
 
+def steps_of(algo: str) -> int:
+    return FLAGS.idql_steps if algo == "idql" and FLAGS.idql_steps else FLAGS.steps
+
+
 def run_command(algo: str, dataset: str) -> list[str]:
     config, extra = ALGOS[algo]
-    steps = FLAGS.idql_steps if algo == "idql" and FLAGS.idql_steps else FLAGS.steps
+    steps = steps_of(algo)
     per_call = load_config(algo).steps_per_call
     if steps % per_call:
         raise cli.UserError(f"{algo}: {steps} steps is not a multiple of its config's steps_per_call ({per_call})")
@@ -117,6 +121,9 @@ def main(argv):
         head = f"[{i}/{len(jobs)}] {algo} on {dataset}"
         done = finished(path)
         if done is not None:
+            if done.get("steps") != steps_of(algo):
+                raise cli.UserError(f"{path} finished with {done.get('steps')} steps, but {steps_of(algo)} are asked "
+                                    "now; pass another --root (or move that run away) to train again")
             print(f"{head}: finished earlier ({done.get('last_mean', float('nan')):.1f}), skipped")
             continue
         cmd = commands[(algo, dataset)]

@@ -118,6 +118,9 @@ def test_suite_runs_iql_bc_idql_then_plots_and_skips_finished_runs(minari_root, 
     run_suite(*args)
     assert capsys.readouterr().out.count("finished earlier") == 3
     assert before == {a: os.path.getmtime(root / a / "hopper-random" / "agent.msgpack") for a in before}
+    # Asking for a different budget in the same root is an error, not a silently old result.
+    with pytest.raises(cli.UserError, match="finished with 100 steps, but 150 are asked"):
+        run_suite(*[a for a in args if not a.startswith("--steps")], "--steps=150")
 
 
 def test_suite_flag_errors(tmp_path):
