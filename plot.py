@@ -19,6 +19,7 @@ import glob
 import json
 import math
 import os
+import re
 
 import numpy as np
 from absl import flags
@@ -39,6 +40,7 @@ flags.DEFINE_string("title", None, "Title over the figure.", flag_values=FLAGS)
 
 DPI = 100
 ORDER = ("BC", "IQL", "IDQL")  # the papers' column order; other labels follow alphabetically
+KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
 
 def run_label(config: dict) -> str:
@@ -97,6 +99,16 @@ def group(runs: list[dict]) -> dict:
     return dict(pooled)
 
 
+def dataset_order(datasets) -> list[str]:
+    """Sorted by domain, then in D4RL's order of kinds (medium, medium-replay, medium-expert)."""
+    def key(dataset):
+        domain, _, name = dataset.rpartition("/")
+        kind = re.sub(r"-v\d+$", "", name)
+        return domain, KINDS.index(kind) if kind in KINDS else len(KINDS), name
+
+    return sorted(set(datasets), key=key)
+
+
 def label_order(labels) -> list[str]:
     return sorted(set(labels), key=lambda label: (ORDER.index(label) if label in ORDER else len(ORDER), label))
 
@@ -115,7 +127,7 @@ def curve(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.nda
 def table(pooled: dict) -> str:
     """Markdown: a row per dataset, a column per label; final mean +- std (best mean +- std)."""
     labels = label_order(label for _, label in pooled)
-    datasets = sorted({dataset for dataset, _ in pooled})
+    datasets = dataset_order(dataset for dataset, _ in pooled)
     lines = ["| dataset | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     metrics, details = set(), []
     for dataset in datasets:
@@ -127,7 +139,10 @@ def table(pooled: dict) -> str:
                 continue
             s = run_outputs.summarize(rows)
             metrics.add(s["metric"])
-            cells.append(f"{s['last_mean']:.1f} ± {s['last_std']:.1f} ({s['best_mean']:.1f} ± {s['best_std']:.1f})")
+            if s["num_seeds"] == 1:  # no spread to show
+                cells.append(f"{s['last_mean']:.1f} ({s['best_mean']:.1f})")
+            else:
+                cells.append(f"{s['last_mean']:.1f} ± {s['last_std']:.1f} ({s['best_mean']:.1f} ± {s['best_std']:.1f})")
             last_steps = sorted({v["last_step"] for v in s["per_seed"].values()})
             details.append(f"{label} on {dataset}: {s['num_seeds']} seed(s), final evaluation at step "
                            f"{'/'.join(str(x) for x in last_steps)}")
@@ -135,7 +150,7 @@ def table(pooled: dict) -> str:
     what = "normalised score" if metrics == {"normalized_score"} else "return (no reference scores)" \
         if metrics == {"return"} else "normalised score, or return where a dataset has no reference scores"
     lines += ["", f"Final {what}: mean ± std over seeds of each seed's last evaluation; in brackets the mean "
-              "± std over seeds of each seed's best evaluation.", ""] + [f"- {d}" for d in details]
+              "± std over seeds of each seed's best evaluation (no ± for one seed).", ""] + [f"- {d}" for d in details]
     return "\n".join(lines) + "\n"
 
 
@@ -146,7 +161,7 @@ def plot(pooled: dict, path: str, panel_width: int, panel_height: int, columns: 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    datasets = sorted({dataset for dataset, _ in pooled})
+    datasets = dataset_order(dataset for dataset, _ in pooled)
     labels = label_order(label for _, label in pooled)
     colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
     cols = min(columns, len(datasets))
