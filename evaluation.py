@@ -6,6 +6,7 @@ instead of one per episode). Episode i is reset with seed `seed + i`, so a resul
 function of the policy and the seed.
 """
 
+import os
 from typing import Callable, Optional
 
 import gymnasium as gym
@@ -95,8 +96,6 @@ def record_video(policy_fn: Callable[[np.ndarray], np.ndarray], make_env: Callab
     off-screen with MUJOCO_GL=egl (or osmesa). Writing needs imageio with its ffmpeg plugin.
     Returns {'return', 'length', 'path'}.
     """
-    import os
-
     try:
         import imageio.v2 as imageio
         import imageio_ffmpeg  # noqa: F401  (the MP4 writer)

@@ -345,12 +345,13 @@ class Experiment:
         """`--video`: the first seed's first evaluation episode at `step`, to <workdir>/video.mp4."""
         import evaluation
 
-        if not (self.video and self.is_main):
+        if not self.video or self.make_env is None:
+            if self.video and self.is_main:
+                print("--video: no evaluation env is known for this dataset (pass --env_name); no video written")
             return None
-        if self.make_env is None:
-            print("--video: no evaluation env is known for this dataset (pass --env_name); no video written")
+        policy, n = self._policy(agents, 1), len(self.seeds)  # every process: _policy gathers the agents
+        if not self.is_main:
             return None
-        policy, n = self._policy(agents, 1), len(self.seeds)
         first_seed = lambda obs: policy(np.repeat(obs, n, axis=0))[:1]  # noqa: E731  (the other seeds idle)
         path = os.path.join(self.workdir, "video.mp4")
         try:
@@ -376,7 +377,6 @@ class Experiment:
         host = multiseed.fetch(agents)  # every process: a collective under jax.distributed
         if self.is_main:
             run_outputs.save_pytree(os.path.join(self.workdir, "agent.msgpack"), host)
-            self.record_video(agents, total_updates)
             summary = run_outputs.summarize(self.writer.rows.get("eval", []))
             summary.update(steps=total_updates, wall_time_s=wall, eval_time_fraction=self.eval_seconds / wall,
                            **(extra or {}))
@@ -386,4 +386,5 @@ class Experiment:
                 print(f"final {summary['metric']}: {summary['last_mean']:.2f} +- {summary['last_std']:.2f} "
                       f"(best {summary['best_mean']:.2f}); {wall:.0f} s, "
                       f"{100 * self.eval_seconds / wall:.1f}% in evaluation")
+        self.record_video(agents, total_updates)  # last: the results are saved whatever rendering does
         return summary

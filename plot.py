@@ -63,8 +63,6 @@ def read_run(workdir: str, label: str | None = None) -> dict:
     with open(eval_path) as f:
         rows = []
         for r in csv.DictReader(f):
-            if not r.get("normalized_score") and not r.get("return"):
-                continue
             score = r.get("normalized_score")
             rows.append({"step": int(r["step"]), "seed": int(r["seed"]), "return": float(r["return"]),
                          "normalized_score": float(score) if score not in (None, "") else None})
@@ -164,17 +162,17 @@ def plot(pooled: dict, path: str, panel_width: int, panel_height: int, columns: 
     datasets = dataset_order(dataset for dataset, _ in pooled)
     labels = label_order(label for _, label in pooled)
     colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
-    cols = min(columns, len(datasets))
-    rows = math.ceil(len(datasets) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel_width / DPI, rows * panel_height / DPI), dpi=DPI,
-                             squeeze=False)
+    ncols = min(columns, len(datasets))
+    nrows = math.ceil(len(datasets) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * panel_width / DPI, nrows * panel_height / DPI),
+                             dpi=DPI, squeeze=False)
     for ax, dataset in zip(axes.flat, datasets):
         for label in labels:
-            rows_ = pooled.get((dataset, label))
-            if not rows_:
+            rows = pooled.get((dataset, label))
+            if not rows:
                 continue
-            metric = "normalized_score" if all(r["normalized_score"] is not None for r in rows_) else "return"
-            steps, mean, std, _ = curve(rows_, metric)
+            metric = "normalized_score" if all(r["normalized_score"] is not None for r in rows) else "return"
+            steps, mean, std, _ = curve(rows, metric)
             ax.plot(steps, mean, color=colors[label], label=label, linewidth=1.5)
             ax.fill_between(steps, mean - std, mean + std, color=colors[label], alpha=0.2, linewidth=0)
             ax.set_ylabel("normalised score" if metric == "normalized_score" else "return", fontsize=8)
