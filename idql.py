@@ -2,7 +2,10 @@
 with a diffusion behavior policy whose samples the critic selects.
 
 - Critic: IQL's value and critic steps (learner.value_step / learner.critic_step), with the
-  value loss generalised: expectile, quantile or exponential (`value_loss`).
+  value loss f generalised (`value_objective`, the original's `critic_objective`):
+      expectile    |tau - 1(u < 0)| u^2                  V -> the tau-expectile of Q (IQL)
+      quantile     |tau - 1(u < 0)| |u|                  V -> the tau-quantile of Q
+      exponential  (exp(k u) - k u - 1) / k^2, k = `exp_scale`   V -> log E[exp(k Q)] / k
 - Actor: a DDPM noise model eps(a_t, s, t) trained on the plain denoising loss
       L(theta) = E_{t, eps} || eps - eps_theta(sqrt(abar_t) a + sqrt(1 - abar_t) eps, s, t) ||^2
   on dataset actions; it never reads Q. An EMA copy of its parameters samples.
@@ -12,13 +15,14 @@ with a diffusion behavior policy whose samples the critic selects.
 
 Usage::
 
-    agent = IDQLLearner.create(jax.random.key(0), obs[0], act[0], config)
+    agent = IDQLLearner.create(jax.random.key(0), obs[0], act[0])            # the IDQL paper's defaults
+    agent = IDQLLearner.create(jax.random.key(0), obs[0], act[0], value_objective="quantile")
     agent, info = agent.update_n(dataset, num_steps=1000, batch_size=256)
     actions = agent.sample_actions(observations, key, temperature=1.0)   # (..., action_dim)
 """
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import flax.struct as struct
 import jax
@@ -26,10 +30,101 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from learner import check_hyperparameters, critic_implied_weights, critic_step, scan_updates, value_step
+import learner
+from learner import (
+    actor_adam,
+    check_hyperparameters,
+    critic_step,
+    expectile_loss,
+    resolve_config,
+    scan_updates,
+    value_step,
+)
 from networks import BETA_SCHEDULES, CriticEnsemble, DiffusionNoiseModel, ValueCritic
 
+VALUE_OBJECTIVES = ("expectile", "quantile", "exponential")
 SELECTIONS = ("argmax", "resample")
+
+# The hyperparameters `create` reads, with their defaults (configs/idql_mujoco.py): IQL's critic
+# fields, then the value objective and the diffusion actor's.
+DEFAULTS = {
+    **{k: v for k, v in learner.DEFAULTS.items() if k not in ("beta", "dropout_rate")},
+    "value_objective": "expectile",  # V's statistic of Q; `expectile` is tau for all three
+    "exp_scale": 1.0,  # k of the exponential objective
+    "diffusion_steps": 5,  # T
+    "beta_schedule": "vp",  # DDPM noise schedule: 'vp', 'cosine' or 'linear'
+    "diffusion_hidden_dim": 256,  # LN-ResNet width
+    "diffusion_blocks": 3,
+    "diffusion_dropout": 0.1,
+    "time_dim": 64,  # Fourier time features
+    "ema_rate": 0.001,  # Polyak rate of the sampling copy of the noise model
+    "num_samples": 64,  # candidate actions per state when acting
+    "selection": "argmax",  # 'argmax' of min Q (IDQL-A) or 'resample' by the implied weights
+}
+
+HYPERPARAMETER_RANGES = {
+    **{k: v for k, v in learner.HYPERPARAMETER_RANGES.items() if k not in ("beta", "dropout_rate")},
+    "exp_scale": (lambda x: x > 0.0, "> 0"),
+    "ema_rate": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
+    "diffusion_dropout": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
+    "diffusion_steps": (lambda x: x >= 1, ">= 1"),
+    "num_samples": (lambda x: x >= 1, ">= 1"),
+}
+
+# exp(k u) is clipped here so that a few large advantages cannot overflow the loss.
+MAX_EXP_ARG = 10.0
+
+
+# ----------------------------------------------------------------------------------------------
+# The generalised value objective and its implied policy weights.
+# ----------------------------------------------------------------------------------------------
+
+
+def quantile_loss(diff: jax.Array, tau: float | jax.Array) -> jax.Array:
+    """|tau - 1(u < 0)| * |u|, elementwise: V becomes the tau-quantile of Q."""
+    return jnp.where(diff < 0, 1.0 - tau, tau) * jnp.abs(diff)
+
+
+def exponential_loss(diff: jax.Array, scale: float | jax.Array) -> jax.Array:
+    """(exp(k u) - k u - 1) / k^2 with k = `scale`, elementwise.
+
+    Its minimiser is V = log E[exp(k Q)] / k, a soft maximum over dataset actions; ~u^2 / 2
+    for small k u.
+    """
+    z = jnp.minimum(scale * diff, MAX_EXP_ARG)
+    return (jnp.exp(z) - z - 1.0) / scale**2
+
+
+def value_objective_loss(objective: str, tau, scale) -> Callable[[jax.Array], jax.Array]:
+    """The elementwise f of L_V for `objective` (tau: the expectile / quantile level)."""
+    if objective == "expectile":
+        return functools.partial(expectile_loss, expectile=tau)
+    if objective == "quantile":
+        return functools.partial(quantile_loss, tau=tau)
+    if objective == "exponential":
+        return functools.partial(exponential_loss, scale=scale)
+    raise ValueError(f"unknown value objective {objective!r}; choose one of {VALUE_OBJECTIVES}")
+
+
+def critic_implied_weights(advantages: jax.Array, objective: str, tau, scale) -> jax.Array:
+    """IDQL's implicit-actor weights w(A) = |f'(A)| / |A| of value loss f, for resampling
+    behavior samples: expectile |tau - 1(A < 0)|, quantile |tau - 1(A < 0)| / |A|,
+    exponential (exp(k A) - 1) / (k A)."""
+    asymmetric = jnp.where(advantages < 0, 1.0 - tau, tau)
+    if objective == "expectile":
+        return asymmetric
+    safe = jnp.where(jnp.abs(advantages) < 1e-6, 1e-6, advantages)
+    if objective == "quantile":
+        return asymmetric / jnp.abs(safe)
+    if objective == "exponential":
+        z = jnp.minimum(scale * safe, MAX_EXP_ARG)
+        return jnp.expm1(z) / (scale * safe)
+    raise ValueError(f"unknown value objective {objective!r}; choose one of {VALUE_OBJECTIVES}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The diffusion actor.
+# ----------------------------------------------------------------------------------------------
 
 
 def denoising_loss(params, actor: TrainState, batch, alpha_hats: jax.Array, key: jax.Array):
@@ -67,8 +162,12 @@ def ddpm_sample(apply_fn, params, observations, key, betas, alpha_hats, temperat
 class IDQLLearner(struct.PyTreeNode):
     """An IDQL agent: IQL critic + value + target critic, diffusion actor + its EMA copy.
 
-    Float hyperparameters and the schedule arrays are leaves; the number of candidates, the
-    value loss, the selection rule and whether the actor trains are static.
+    Float hyperparameters and the noise schedule are leaves; the number of candidates, the
+    value objective, the selection rule and whether the actor trains are static.
+
+    Fields:
+      betas, alpha_hats: the DDPM noise schedule beta_t and prod_{s <= t} (1 - beta_s).
+      train_actor: False during online fine-tuning, where only the critic learns (IDQL paper).
     """
 
     rng: jax.Array
@@ -80,30 +179,27 @@ class IDQLLearner(struct.PyTreeNode):
     betas: jax.Array
     alpha_hats: jax.Array
     expectile: jax.Array
-    exp_beta: jax.Array
+    exp_scale: jax.Array
     discount: jax.Array
     target_tau: jax.Array
     ema_rate: jax.Array
-    value_loss: str = struct.field(pytree_node=False, default="expectile")
+    value_objective: str = struct.field(pytree_node=False, default="expectile")
     num_samples: int = struct.field(pytree_node=False, default=64)
     selection: str = struct.field(pytree_node=False, default="argmax")
     train_actor: bool = struct.field(pytree_node=False, default=True)
     action_dim: int = struct.field(pytree_node=False, default=1)
 
     @classmethod
-    def create(cls, key: jax.Array, observations: jax.Array, actions: jax.Array, config: Mapping) -> "IDQLLearner":
-        """config: the IQL critic fields (`hidden_dims`, `num_qs`, `critic_lr`, `value_lr`,
-        `expectile`, `value_loss`, `exp_beta`, `discount`, `target_tau`) and the actor's
-        (`actor_lr`, `cosine_decay`, `max_steps`, `diffusion_steps`, `beta_schedule`,
-        `diffusion_hidden_dim`, `diffusion_blocks`, `diffusion_dropout`, `time_dim`, `ema_rate`,
-        `num_samples`, `selection`)."""
-        check_hyperparameters(config)
-        if config["selection"] not in SELECTIONS:
-            raise ValueError(f"config.selection must be one of {SELECTIONS}, got {config['selection']!r}")
-        if config["beta_schedule"] not in BETA_SCHEDULES:
-            raise ValueError(f"config.beta_schedule must be one of {tuple(BETA_SCHEDULES)}, got {config['beta_schedule']!r}")
-        if config["diffusion_steps"] < 1 or config["num_samples"] < 1:
-            raise ValueError("config.diffusion_steps and config.num_samples must be >= 1")
+    def create(cls, key: jax.Array, observations: jax.Array, actions: jax.Array,
+               config: Optional[Mapping] = None, **overrides) -> "IDQLLearner":
+        """Initialise networks and optimizers from `DEFAULTS`, changed by the same fields of
+        `config` (other fields ignored) and then by keyword `overrides`."""
+        config = resolve_config(DEFAULTS, config, overrides)
+        check_hyperparameters(config, HYPERPARAMETER_RANGES)
+        for name, allowed in (("value_objective", VALUE_OBJECTIVES), ("selection", SELECTIONS),
+                              ("beta_schedule", tuple(BETA_SCHEDULES))):
+            if config[name] not in allowed:
+                raise ValueError(f"config.{name} must be one of {allowed}, got {config[name]!r}")
         observations = jnp.atleast_2d(jnp.asarray(observations, jnp.float32))
         actions = jnp.atleast_2d(jnp.asarray(actions, jnp.float32))
         hidden_dims = tuple(int(d) for d in config["hidden_dims"])
@@ -113,9 +209,7 @@ class IDQLLearner(struct.PyTreeNode):
                                         int(config["diffusion_blocks"]), int(config["time_dim"]),
                                         float(config["diffusion_dropout"]))
         actor_params = actor_def.init(actor_key, actions, observations, jnp.zeros((1, 1)))["params"]
-        lr = optax.cosine_decay_schedule(config["actor_lr"], int(config["max_steps"])) if config["cosine_decay"] \
-            else config["actor_lr"]
-        actor = TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=optax.adam(lr))
+        actor = TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=actor_adam(config))
 
         critic_def = CriticEnsemble(hidden_dims, num_qs=int(config["num_qs"]))
         critic_params = critic_def.init(critic_key, observations, actions)["params"]
@@ -129,17 +223,17 @@ class IDQLLearner(struct.PyTreeNode):
             rng=rng, actor=actor, actor_ema_params=jax.tree.map(jnp.copy, actor_params), critic=critic, value=value,
             target_critic_params=jax.tree.map(jnp.copy, critic_params), betas=betas,
             alpha_hats=jnp.cumprod(1.0 - betas), expectile=jnp.float32(config["expectile"]),
-            exp_beta=jnp.float32(config.get("exp_beta", 1.0)), discount=jnp.float32(config["discount"]),
+            exp_scale=jnp.float32(config["exp_scale"]), discount=jnp.float32(config["discount"]),
             target_tau=jnp.float32(config["target_tau"]), ema_rate=jnp.float32(config["ema_rate"]),
-            value_loss=config["value_loss"], num_samples=int(config["num_samples"]), selection=config["selection"],
-            action_dim=int(actions.shape[-1]),
+            value_objective=config["value_objective"], num_samples=int(config["num_samples"]),
+            selection=config["selection"], action_dim=int(actions.shape[-1]),
         )
 
     def _update(self, batch: Any) -> tuple["IDQLLearner", dict]:
         """Critic as IQL (value -> critic -> target), then the denoising step and the EMA."""
         rng, actor_key = jax.random.split(self.rng)
         value, _, value_info = value_step(self.value, self.critic, self.target_critic_params, batch,
-                                          self.expectile, self.value_loss, self.exp_beta)
+                                          value_objective_loss(self.value_objective, self.expectile, self.exp_scale))
         critic, critic_info = critic_step(self.critic, value, batch, self.discount)
         target = optax.incremental_update(critic.params, self.target_critic_params, self.target_tau)
         new = self.replace(rng=rng, value=value, critic=critic, target_critic_params=target)
@@ -180,7 +274,7 @@ class IDQLLearner(struct.PyTreeNode):
             index = jnp.argmax(q, axis=-1)
         else:
             v = self.value.apply_fn({"params": self.value.params}, observations)[:, None]
-            weights = critic_implied_weights(q - v, self.value_loss, self.expectile, self.exp_beta)
+            weights = critic_implied_weights(q - v, self.value_objective, self.expectile, self.exp_scale)
             index = jax.random.categorical(key, jnp.log(jnp.maximum(weights, 1e-12)), axis=-1)
         return jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
 

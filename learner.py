@@ -16,7 +16,8 @@ behavior cloning, larger beta follows the advantage more greedily.
 
 Usage::
 
-    agent = IQLLearner.create(jax.random.key(0), obs[0], act[0], config)
+    agent = IQLLearner.create(jax.random.key(0), obs[0], act[0])          # the paper's defaults
+    agent = IQLLearner.create(jax.random.key(0), obs[0], act[0], expectile=0.9, beta=10.0)
     agent, info = agent.update_n(dataset, num_steps=1000, batch_size=256)   # 1000 fused steps
     actions = agent.sample_actions(observations, key, temperature=0.0)      # the policy mean
 
@@ -25,7 +26,7 @@ Usage::
 """
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import flax.struct as struct
 import jax
@@ -55,64 +56,18 @@ def expectile_loss(diff: jax.Array, expectile: float | jax.Array) -> jax.Array:
     return weight * diff**2
 
 
-def quantile_loss(diff: jax.Array, tau: float | jax.Array) -> jax.Array:
-    """IDQL's quantile value loss |tau - 1(u < 0)| * |u|: V becomes the tau-quantile of Q."""
-    return jnp.where(diff < 0, 1.0 - tau, tau) * jnp.abs(diff)
-
-
-# exp(beta * u) is clipped here so that a few large advantages cannot overflow the loss.
-MAX_EXP_ARG = 10.0
-
-
-def exponential_loss(diff: jax.Array, beta: float | jax.Array) -> jax.Array:
-    """IDQL's exponential value loss (exp(beta u) - beta u - 1) / beta^2.
-
-    Its minimiser is V = log E[exp(beta Q)] / beta, a soft maximum over dataset actions;
-    ~u^2 / 2 for small beta u.
-    """
-    z = jnp.minimum(beta * diff, MAX_EXP_ARG)
-    return (jnp.exp(z) - z - 1.0) / beta**2
-
-
-def critic_implied_weights(advantages: jax.Array, kind: str, tau, beta) -> jax.Array:
-    """IDQL's implicit-actor weights w(A) = |f'(A)| / |A| of value loss f, for resampling
-    behavior samples: expectile |tau - 1(A < 0)|, quantile |tau - 1(A < 0)| / |A|,
-    exponential (exp(beta A) - 1) / (beta A)."""
-    asymmetric = jnp.where(advantages < 0, 1.0 - tau, tau)
-    if kind == "expectile":
-        return asymmetric
-    safe = jnp.where(jnp.abs(advantages) < 1e-6, 1e-6, advantages)
-    if kind == "quantile":
-        return asymmetric / jnp.abs(safe)
-    if kind == "exponential":
-        z = jnp.minimum(beta * safe, MAX_EXP_ARG)
-        return jnp.expm1(z) / (beta * safe)
-    raise ValueError(f"unknown value loss {kind!r}; choose one of {VALUE_LOSSES}")
-
-
-VALUE_LOSSES = ("expectile", "quantile", "exponential")
-
-
 def value_loss(
-    params: Any, value: TrainState, observations: jax.Array, target_q: jax.Array, expectile,
-    kind: str = "expectile", exp_beta=1.0,
+    params: Any, value: TrainState, observations: jax.Array, target_q: jax.Array,
+    elementwise_loss: Callable[[jax.Array], jax.Array],
 ) -> tuple[jax.Array, dict]:
-    """L_V(psi): fit V(s) to a statistic of Q_target(s, a) over dataset actions -- the
-    `expectile` (IQL), or IDQL's quantile (tau = `expectile`) or exponential (`exp_beta`).
+    """L_V(psi) = E[ f(Q_target(s, a) - V(s)) ] over dataset (s, a).
 
-    `target_q` is min over the target critic's heads; no gradient flows into it.
+    IQL's f is the expectile loss L_2^tau (`partial(expectile_loss, expectile=tau)`); other
+    convex f fit V to other statistics of Q (idql.py). `target_q` is min over the target
+    critic's heads; no gradient flows into it.
     """
     v = value.apply_fn({"params": params}, observations)
-    diff = jax.lax.stop_gradient(target_q) - v
-    if kind == "expectile":
-        losses = expectile_loss(diff, expectile)
-    elif kind == "quantile":
-        losses = quantile_loss(diff, expectile)
-    elif kind == "exponential":
-        losses = exponential_loss(diff, exp_beta)
-    else:
-        raise ValueError(f"unknown value loss {kind!r}; choose one of {VALUE_LOSSES}")
-    loss = losses.mean()
+    loss = elementwise_loss(jax.lax.stop_gradient(target_q) - v).mean()
     return loss, {"value_loss": loss, "v_mean": v.mean()}
 
 
@@ -157,16 +112,17 @@ def awr_actor_loss(
 
 
 # ----------------------------------------------------------------------------------------------
-# The critic's two steps, shared by IQL and IDQL (idql.py).
+# The critic's two steps and the scan loop (IDQL, idql.py, reuses them).
 # ----------------------------------------------------------------------------------------------
 
 
-def value_step(value: TrainState, critic: TrainState, target_critic_params, batch, expectile,
-               kind: str = "expectile", exp_beta=1.0):
-    """One L_V step on min(Q_target)(s, a); returns (new value state, that min, info)."""
+def value_step(value: TrainState, critic: TrainState, target_critic_params, batch,
+               elementwise_loss: Callable[[jax.Array], jax.Array]):
+    """One L_V step on min(Q_target)(s, a) with loss f = `elementwise_loss` (IQL: L_2^tau);
+    returns (new value state, that min, info)."""
     target_q = critic.apply_fn({"params": target_critic_params}, batch.observations, batch.actions).min(axis=0)
     grads, info = jax.grad(value_loss, has_aux=True)(
-        value.params, value, batch.observations, target_q, expectile, kind, exp_beta)
+        value.params, value, batch.observations, target_q, elementwise_loss)
     return value.apply_gradients(grads=grads), target_q, info
 
 
@@ -194,34 +150,66 @@ def scan_updates(agent: Any, data: Any, num_steps: int, batch_size: int) -> tupl
 # ----------------------------------------------------------------------------------------------
 
 
-# Allowed ranges of the float hyperparameters, checked for every one a config has (IQL's and
-# IDQL's): a bad value fails in `create`, naming the field, not deep inside a traced computation.
+# The hyperparameters `create` reads, with their defaults: the IQL paper's locomotion settings
+# (configs/iql_mujoco.py). The original's `create` keyword defaults (expectile 0.8, temperature
+# 0.1) match none of the paper's experiments, so the paper's are the defaults here.
+DEFAULTS = {
+    "hidden_dims": (256, 256),  # actor, critic and value MLP widths
+    "num_qs": 2,  # critic heads; value and actor use their minimum
+    "actor_lr": 3e-4,
+    "critic_lr": 3e-4,
+    "value_lr": 3e-4,
+    "cosine_decay": True,  # actor learning rate cosine-decayed to 0 over max_steps
+    "max_steps": 1_000_000,
+    "dropout_rate": 0.0,  # actor dropout (0.1 for Kitchen/Adroit)
+    "expectile": 0.7,  # tau of L_2^tau
+    "beta": 3.0,  # AWR inverse temperature; 0 = behavior cloning
+    "discount": 0.99,
+    "target_tau": 0.005,  # Polyak rate of the target critic
+}
+
+# Allowed ranges: a bad value fails in `create`, naming the field, not deep inside a traced
+# computation.
 HYPERPARAMETER_RANGES = {
     "expectile": (lambda x: 0.0 < x < 1.0, "in (0, 1)"),
     "beta": (lambda x: x >= 0.0, ">= 0 (an inverse temperature)"),
     "discount": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
     "target_tau": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
-    "ema_rate": (lambda x: 0.0 <= x <= 1.0, "in [0, 1]"),
     "actor_lr": (lambda x: x > 0.0, "> 0"),
     "critic_lr": (lambda x: x > 0.0, "> 0"),
     "value_lr": (lambda x: x > 0.0, "> 0"),
     "dropout_rate": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
-    "diffusion_dropout": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
-    "exp_beta": (lambda x: x > 0.0, "> 0"),
     "max_steps": (lambda x: x > 0, "> 0"),
 }
 
 
-def check_hyperparameters(config: Mapping) -> None:
+def resolve_config(defaults: Mapping, config: Optional[Mapping], overrides: Mapping) -> dict:
+    """`defaults` updated by the same keys of `config` (which may hold other fields, e.g. a
+    whole training config) and then by `overrides` (which may not: a typo is an error)."""
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown hyperparameter(s) {unknown}; known: {sorted(defaults)}")
+    config = config or {}
+    return {**defaults, **{k: config[k] for k in defaults if k in config}, **overrides}
+
+
+def check_hyperparameters(config: Mapping, ranges: Mapping = HYPERPARAMETER_RANGES) -> None:
     """Raise a ValueError naming the field for any out-of-range hyperparameter in `config`."""
-    for name, (ok, allowed) in HYPERPARAMETER_RANGES.items():
+    for name, (ok, allowed) in ranges.items():
         if name in config and not ok(config[name]):
             raise ValueError(f"config.{name} must be {allowed}, got {config[name]!r}")
-    if config.get("value_loss", "expectile") not in VALUE_LOSSES:
-        raise ValueError(f"config.value_loss must be one of {VALUE_LOSSES}, got {config['value_loss']!r}")
     dims = tuple(config["hidden_dims"])
     if not dims or any(int(d) <= 0 for d in dims):
         raise ValueError(f"config.hidden_dims must be positive layer widths, got {dims!r}")
+
+
+def actor_adam(config: Mapping) -> optax.GradientTransformation:
+    """Adam at `actor_lr`; with `cosine_decay` the rate decays to 0 over `max_steps`, as the
+    original's offline runs."""
+    learning_rate = config["actor_lr"]
+    if config["cosine_decay"]:
+        learning_rate = optax.cosine_decay_schedule(learning_rate, int(config["max_steps"]))
+    return optax.adam(learning_rate)
 
 
 class IQLLearner(struct.PyTreeNode):
@@ -237,7 +225,6 @@ class IQLLearner(struct.PyTreeNode):
       rng: the carried PRNG key; every random draw in `update`/`update_n` is split from it.
       actor, critic, value: flax TrainStates (params + Adam state).
       target_critic_params: Polyak average of the critic params; a plain pytree, no optimizer.
-      value_loss: 'expectile' (IQL), or IDQL's 'quantile' / 'exponential' (static).
     """
 
     rng: jax.Array
@@ -249,12 +236,11 @@ class IQLLearner(struct.PyTreeNode):
     beta: jax.Array
     discount: jax.Array
     target_tau: jax.Array
-    exp_beta: jax.Array
-    value_loss: str = struct.field(pytree_node=False, default="expectile")
 
     @classmethod
     def create(
-        cls, key: jax.Array, observations: jax.Array, actions: jax.Array, config: Mapping
+        cls, key: jax.Array, observations: jax.Array, actions: jax.Array,
+        config: Optional[Mapping] = None, **overrides,
     ) -> "IQLLearner":
         """Initialise networks and optimizers.
 
@@ -262,28 +248,22 @@ class IQLLearner(struct.PyTreeNode):
           key: a JAX PRNG key; the whole agent (init and training randomness) derives from it.
           observations, actions: an example observation (obs_dim,) and action (action_dim,),
             with or without a leading batch axis; only their shapes are used.
-          config: a mapping (e.g. ml_collections.ConfigDict) with `hidden_dims`, `actor_lr`,
-            `critic_lr`, `value_lr`, `dropout_rate`, `cosine_decay`, `max_steps`, `num_qs`,
-            `expectile`, `beta`, `discount`, `target_tau`.
+          config: optional mapping (dict, ml_collections.ConfigDict) of the `DEFAULTS` fields
+            to change; other fields in it are ignored.
+          **overrides: the same fields as keywords, e.g. `create(key, obs, act, beta=10.0)`.
         """
+        config = resolve_config(DEFAULTS, config, overrides)
         check_hyperparameters(config)
         observations = jnp.atleast_2d(jnp.asarray(observations, jnp.float32))
         actions = jnp.atleast_2d(jnp.asarray(actions, jnp.float32))
         hidden_dims = tuple(int(d) for d in config["hidden_dims"])
         rng, actor_key, critic_key, value_key = jax.random.split(key, 4)
 
-        actor_def = GaussianPolicy(
-            hidden_dims, actions.shape[-1], dropout_rate=float(config["dropout_rate"])
-        )
-        if config["cosine_decay"]:
-            # The original decays the actor's learning rate to 0 over the run (cosine).
-            actor_lr = optax.cosine_decay_schedule(config["actor_lr"], int(config["max_steps"]))
-        else:
-            actor_lr = config["actor_lr"]
+        actor_def = GaussianPolicy(hidden_dims, actions.shape[-1], dropout_rate=float(config["dropout_rate"]))
         actor = TrainState.create(
             apply_fn=actor_def.apply,
             params=actor_def.init(actor_key, observations)["params"],
-            tx=optax.adam(actor_lr),
+            tx=actor_adam(config),
         )
 
         critic_def = CriticEnsemble(hidden_dims, num_qs=int(config["num_qs"]))
@@ -313,8 +293,6 @@ class IQLLearner(struct.PyTreeNode):
             beta=leaf(config["beta"]),
             discount=leaf(config["discount"]),
             target_tau=leaf(config["target_tau"]),
-            exp_beta=leaf(config.get("exp_beta", 1.0)),
-            value_loss=config.get("value_loss", "expectile"),
         )
 
     def _update(self, batch: Any) -> tuple["IQLLearner", dict]:
@@ -323,7 +301,8 @@ class IQLLearner(struct.PyTreeNode):
 
         # 1. Value: expectile of the *target* critic's min over heads.
         value, target_q, value_info = value_step(
-            self.value, self.critic, self.target_critic_params, batch, self.expectile, self.value_loss, self.exp_beta)
+            self.value, self.critic, self.target_critic_params, batch,
+            functools.partial(expectile_loss, expectile=self.expectile))
 
         # 2. Actor: advantage from the target critic and the *new* value.
         advantages = target_q - value.apply_fn({"params": value.params}, batch.observations)

@@ -1,33 +1,41 @@
-"""Offline -> online fine-tuning of IQL, on one step counter (the IQL paper, Section 5.3).
+"""Offline -> online fine-tuning of IQL (or IDQL), on one step counter (the IQL paper, Section 5.3).
 
     python train_finetune.py --config=configs/iql_antmaze_finetune.py --dataset=D4RL/antmaze/umaze-v1
     python train_finetune.py --config=configs/iql_mujoco_finetune.py --dataset=local/hopper/medium-v0 \
         --config.pretrain_steps=200000 --config.online_steps=100000
     python train_finetune.py ... --init_from=runs/iql_local_hopper_medium-v0_seed0/agent.msgpack
 
-Phase 1 (offline): `pretrain_steps` gradient steps on the dataset, exactly as train_offline.py
-(or none, with --init_from: agents saved by train_offline.py with the same config and seeds).
-Phase 2 (online): `online_steps` environment steps per seed, acting with the stochastic policy,
-each transition stored in a replay buffer seeded with the whole dataset (or, with
-`mix_offline`, batches half offline, half online), rewards transformed exactly as offline,
-`mask = 1 - terminated` (a time-limit truncation still bootstraps and ends the episode), and
-`utd` gradient steps per environment step. Steps count on; eval.csv and train.csv carry a
-`phase` and an `env_steps` column so both phases share one x-axis.
+Phase 1 (offline): `pretrain_steps` gradient steps on the dataset, the same loop as
+train_offline.py (or none, with --init_from: agents saved by train_offline.py with the same
+config and seeds). Phase 2 (online): `online_steps` environment steps per seed, acting with
+the stochastic policy, each transition stored in a replay buffer seeded with the whole dataset
+(or, with `mix_offline`, batches half offline, half online), rewards transformed exactly as
+offline, `mask = 1 - terminated` (a time-limit truncation still bootstraps and ends the
+episode), and `utd` gradient steps per environment step. Steps count on; eval.csv and
+train.csv carry a `phase` and an `env_steps` column so both phases share one x-axis.
 """
 
 import os
 
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import flags
+from tqdm import tqdm
 
-import cli
-import experiment
+from dataset import DatasetError, ReplayBuffer
+from harness import cli, experiment, multiseed, outputs
 
-FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
+FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
 experiment.define_run_flags(FLAGS)
 flags.DEFINE_string("init_from", None, "Skip the offline phase: start from this agent.msgpack of train_offline.py.",
                     flag_values=FLAGS)
 cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco_finetune.py"),
                   "Config file, optionally with a variant: configs/iql_mujoco_finetune.py:smoke.", FLAGS)
+
+OFFLINE_ROW = {"phase": "offline", "env_steps": 0}
+RECENT = 10  # online returns averaged in train.csv's online_return
 
 
 def check_config(config) -> None:
@@ -44,101 +52,80 @@ def check_config(config) -> None:
                                 f"{config.env_steps_per_call}")
 
 
+def checkpoint_template(agents, online: bool, num_seeds: int, obs_dim: int, action_dim: int) -> dict:
+    """The checkpoint's structure: the offline phase saves the agents; the online phase also the
+    replay buffers and the online counters (array shapes come from the file)."""
+    template = {"agents": agents, "step": 0, "online": int(online)}
+    if online:
+        template.update(offline_steps=0, env_step=0, buffers=multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * num_seeds),
+                        episode_count=np.zeros(num_seeds, np.int64), recent_returns=np.zeros((num_seeds, RECENT)))
+    return template
+
+
+def offline_phase(exp, agents, state: dict | None) -> tuple:
+    """Phase 1: pretrain (or load --init_from, or resume); returns (agents, offline steps done)."""
+    config = exp.config
+    if state is not None:
+        agents, step = multiseed.shard_seeds(state["agents"], exp.mesh), int(state["step"])
+        if int(state["online"]):
+            return agents, int(state["offline_steps"])
+    elif FLAGS.init_from:
+        try:
+            loaded = outputs.load_pytree(FLAGS.init_from, multiseed.fetch(agents))
+        except (OSError, ValueError) as e:
+            raise cli.UserError(f"--init_from: {e}") from e
+        agents = multiseed.shard_seeds(loaded, exp.mesh)
+        step = int(multiseed.fetch(agents.actor.step)[0])
+        print(f"starting from {FLAGS.init_from} (trained for {step} offline steps)")
+        return agents, step
+    else:
+        step = 0
+    if config.pretrain_steps and not FLAGS.init_from:
+        agents = exp.offline_loop(agents, step, config.pretrain_steps, {**OFFLINE_ROW, "online_return": None},
+                                  OFFLINE_ROW, {"online": 0})
+        step = config.pretrain_steps
+    return agents, step
+
+
+def online_buffers(exp, state: dict | None):
+    """One replay buffer per seed, sharded with the seeds: resumed, or seeded with the whole
+    offline dataset (empty with `mix_offline`, whose batches take half from the dataset)."""
+    if state is not None and int(state["online"]):
+        return multiseed.shard_seeds(state["buffers"], exp.mesh)
+    config, data = exp.config, exp.data
+    scale, shift = exp.info.reward_scale, exp.info.reward_shift
+    if config.mix_offline:
+        single = ReplayBuffer.create(config.buffer_size, data.observations.shape[1], data.actions.shape[1], scale, shift)
+    else:
+        try:
+            # From a host copy: the dataset is replicated over the mesh; the buffer is built on
+            # one device, then stacked and sharded per seed.
+            single = ReplayBuffer.from_dataset(jax.device_get(data), config.buffer_size, scale, shift)
+        except DatasetError as e:
+            raise cli.UserError(str(e)) from e
+    return multiseed.shard_seeds(multiseed.stack([single] * len(exp.seeds)), exp.mesh)
+
+
 def true_next_obs(next_obs, ended, infos):
     """The s' to store for each env: with SAME_STEP autoreset, an env whose episode ended
     already returns the next episode's first observation; its real last one is in
     infos["final_obs"]."""
-    import numpy as np
-
     stored = np.array(next_obs, copy=True)
     for i in np.flatnonzero(ended):
         stored[i] = infos["final_obs"][i]
     return stored
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise cli.UserError(f"unexpected positional arguments: {argv[1:]}")
-    experiment.request_cpu_devices(FLAGS.num_seeds)
-    import gymnasium as gym
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from tqdm import tqdm
-
-    import multiseed
-    import run_outputs
-    from dataset import ReplayBuffer
-    from idql import IDQLLearner
-    from learner import IQLLearner
-
-    experiment.init_distributed(FLAGS.distributed)
-    config = FLAGS.config
-    check_config(config)
-    exp = experiment.Experiment.setup(FLAGS, config, {"iql": IQLLearner, "idql": IDQLLearner}, workdir_prefix="finetune_")
-    if exp.make_env is None:
-        raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
-    n = len(exp.seeds)
-    agents = exp.create_agents()
-    offline_data = exp.data
-    scale, shift = exp.info.reward_scale, exp.info.reward_shift
-    obs_dim, action_dim = offline_data.observations.shape[1], offline_data.actions.shape[1]
-
-    # Checkpoints of the offline phase hold the agents; those of the online phase also the
-    # replay buffers and the online counters. (Array shapes come from the file.)
-    offline_template = {"agents": agents, "step": 0, "online": 0}
-    online_template = {**offline_template, "online": 1, "offline_steps": 0, "env_step": 0,
-                       "buffers": multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * n),
-                       "episode_count": np.zeros(n, np.int64), "recent_returns": np.zeros((n, 10))}
-    state = exp.restore(lambda raw: online_template if int(raw["online"]) else offline_template)
-    online = state is not None and int(state["online"]) == 1
-    step = 0 if state is None else int(state["step"])
-    if state is not None:
-        agents = multiseed.shard_seeds(state["agents"], exp.mesh)
-
-    # ---- Phase 1: offline (the same loop as train_offline.py) ----
-    if FLAGS.init_from and state is None:
-        try:
-            agents = multiseed.shard_seeds(run_outputs.load_pytree(FLAGS.init_from, multiseed.fetch(agents)), exp.mesh)
-        except (OSError, ValueError) as e:
-            raise cli.UserError(f"--init_from: {e}") from e
-        step = int(multiseed.fetch(agents.actor.step)[0])
-        print(f"starting from {FLAGS.init_from} (trained for {step} offline steps)")
-    elif not online and not FLAGS.init_from and config.pretrain_steps:
-        k = config.steps_per_call
-        with tqdm(total=config.pretrain_steps, initial=step, unit="step", desc="offline", dynamic_ncols=True,
-                  disable=not exp.is_main) as bar:
-            for step in range(step + k, config.pretrain_steps + 1, k):
-                agents, metrics = multiseed.update_n(agents, offline_data, k, config.batch_size)
-                exp.check_finite(step, agents, metrics)
-                bar.update(k)
-                if step % config.log_interval == 0:
-                    exp.log_train(step, metrics, {"phase": "offline", "env_steps": 0, "online_return": None})
-                if exp.due(step, config.eval_interval, config.pretrain_steps):
-                    bar.set_postfix(score=f"{exp.evaluate(agents, step, {'phase': 'offline', 'env_steps': 0}):.1f}")
-                exp.checkpoint(step, {"agents": agents, "step": step, "online": 0}, config.pretrain_steps)
-    offline_steps = int(state["offline_steps"]) if online else step
-
-    # ---- Phase 2: online ----
-    if hasattr(agents, "train_actor"):  # IDQL: only the critic learns online, as in the paper
-        agents = agents.replace(train_actor=False)
-    if online:
-        buffers = multiseed.shard_seeds(state["buffers"], exp.mesh)
+def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dict | None):
+    """Phase 2: `online_steps` env steps per seed, `utd` updates per env step; returns (agents,
+    step, episodes per seed)."""
+    config, n = exp.config, len(exp.seeds)
+    resumed = state is not None and int(state["online"])
+    if resumed:
         env_step = int(state["env_step"])
         episode_count, recent = np.array(state["episode_count"]), np.array(state["recent_returns"])  # writable copies
     else:
-        if config.mix_offline:
-            single = ReplayBuffer.create(config.buffer_size, obs_dim, action_dim, scale, shift)
-        else:
-            try:
-                # From a host copy: offline_data is replicated over the mesh, the buffer is built
-                # on one device and then stacked and sharded per seed.
-                single = ReplayBuffer.from_dataset(jax.device_get(offline_data), config.buffer_size, scale, shift)
-            except ValueError as e:
-                raise cli.UserError(str(e)) from e
-        buffers = multiseed.shard_seeds(multiseed.stack([single] * n), exp.mesh)
-        del single
-        env_step, episode_count, recent = 0, np.zeros(n, np.int64), np.full((n, 10), np.nan)
+        env_step, episode_count, recent = 0, np.zeros(n, np.int64), np.full((n, RECENT), np.nan)
 
     online_keys = [jax.random.fold_in(jax.random.key(s), 1) for s in exp.seeds]
     act_keys = jnp.stack([jax.random.fold_in(k, 0) for k in online_keys])
@@ -170,12 +157,10 @@ def main(argv):
                     episode_returns[j] = 0.0
                 obs = next_obs
             # (num_seeds, chunk, ...) arrays, one slice per seed's buffer.
-            stacked = [jnp.asarray(np.stack(col, axis=1), jnp.float32) for col in zip(*rows)]
-            buffers = multiseed.insert(buffers, *stacked)
-            step_updates = 0
-            if env_step > config.start_training:
-                step_updates = chunk * config.utd
-                agents, metrics = multiseed.update_n_online(agents, buffers, offline_data, step_updates,
+            buffers = multiseed.insert(buffers, *(jnp.asarray(np.stack(col, axis=1), jnp.float32) for col in zip(*rows)))
+            step_updates = chunk * config.utd if env_step > config.start_training else 0
+            if step_updates:
+                agents, metrics = multiseed.update_n_online(agents, buffers, exp.data, step_updates,
                                                             config.batch_size, config.mix_offline)
             step += step_updates
             # The NaN guard syncs with the device, so online (one update per call) it runs at log
@@ -196,8 +181,29 @@ def main(argv):
                                   "env_step": env_step, "buffers": buffers, "episode_count": episode_count,
                                   "recent_returns": recent}, config.online_steps, counter=env_step)
     envs.close()
-    exp.finish(agents, step, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
-                              "online_episodes_per_seed": [int(c) for c in episode_count]})
+    return agents, step, episode_count
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected positional arguments: {argv[1:]}")
+    experiment.start_jax(FLAGS)
+    config = FLAGS.config
+    check_config(config)
+    with experiment.Experiment.setup(FLAGS, config, workdir_prefix="finetune_") as exp:
+        if exp.make_env is None:
+            raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
+        agents = exp.create_agents()
+        dims = (len(exp.seeds), exp.data.observations.shape[1], exp.data.actions.shape[1])
+        state = exp.restore(lambda raw: checkpoint_template(agents, bool(int(raw["online"])), *dims))
+        agents, offline_steps = offline_phase(exp, agents, state)
+        buffers = online_buffers(exp, state)
+        step = int(state["step"]) if state is not None and int(state["online"]) else offline_steps
+        agents, step, episodes = online_phase(exp, exp.algorithm.for_online_phase(agents), buffers, step,
+                                              offline_steps, state)
+        exp.finish(agents, step, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
+                                  "online_episodes_per_seed": [int(c) for c in episodes]})
+
 
 if __name__ == "__main__":
     cli.run(main, FLAGS)

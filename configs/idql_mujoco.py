@@ -15,6 +15,10 @@ from configs import iql_mujoco
 def add_idql_fields(config: ml_collections.ConfigDict) -> None:
     config.algo = "idql"
     del config["beta"], config["dropout_rate"]
+    # V's statistic of Q: 'expectile' (IQL's; tau = config.expectile), 'quantile' (the
+    # tau-quantile) or 'exponential' (a soft maximum, sharper with larger exp_scale).
+    config.value_objective = "expectile"
+    config.exp_scale = 1.0
     # Diffusion steps T and the beta schedule: 'vp' (variance preserving), 'cosine' or 'linear'.
     config.diffusion_steps = 5
     config.beta_schedule = "vp"

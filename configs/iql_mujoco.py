@@ -13,10 +13,10 @@ from ml_collections import config_dict
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    # Which agent class trains (an explicit table in train_offline.py).
+    # Which agent class trains (the explicit table ALGORITHMS in harness/experiment.py).
     config.algo = "iql"
 
-    # --- Agent (passed to IQLLearner.create) ---
+    # --- Agent (passed to IQLLearner.create, which reads the fields of learner.DEFAULTS) ---
     # Hidden layer widths of actor, critics and value net.
     config.hidden_dims = (256, 256)
     # Number of critic heads; the value and actor use their minimum.
@@ -31,10 +31,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.dropout_rate = 0.0
     # tau of the expectile value loss: 0.5 = mean (SARSA-like), -> 1 = max over dataset actions.
     config.expectile = 0.7
-    # Value loss: 'expectile' (IQL), or IDQL's 'quantile' (tau = expectile) or 'exponential'.
-    config.value_loss = "expectile"
-    # Inverse temperature of the 'exponential' value loss (unused by the others).
-    config.exp_beta = 1.0
     # Inverse temperature of the AWR weights exp(beta * A); 0 = behavior cloning.
     config.beta = 3.0
     # Discount factor.

@@ -1,6 +1,9 @@
 """Shared fixtures: CPU JAX, no network, tiny datasets built inside the tests."""
 
+import csv
 import os
+import sys
+from unittest import mock
 
 # Before anything imports JAX or huggingface_hub: CPU only, and fail fast instead of retrying
 # downloads on a machine without network.
@@ -16,8 +19,12 @@ jax.devices()
 import minari  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import toy_env  # noqa: E402
 
 from configs import iql_mujoco  # noqa: E402
+from harness import cli  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HOPPER_REF = (-20.272305, 3234.3)
 
@@ -76,7 +83,7 @@ def bandit_arrays(n: int = 1000, good_fraction: float = 0.1, seed: int = 0) -> d
 @pytest.fixture(scope="session")
 def pendulum_behavior(tmp_path_factory):
     """A small SAC behavior run on Pendulum-v1: 4000 steps, then resumed to 6000."""
-    import train_behavior
+    from behavior import train_behavior
     from configs import sac_mujoco
 
     workdir = tmp_path_factory.mktemp("behavior") / "pendulum"
@@ -86,3 +93,45 @@ def pendulum_behavior(tmp_path_factory):
     config.max_steps = 6000
     snapshots = train_behavior.train("Pendulum-v1", config, str(workdir), seed=0)
     return workdir, first, snapshots
+
+
+# ---- scripts in-process ----
+
+
+def parse_flags(module, *args: str) -> list[str]:
+    """Parse `args` into the script `module`'s own flags, starting from their defaults."""
+    argv = [f"{module.__name__.rsplit('.', 1)[-1]}.py", *args]
+    # config_flags may read `--config.x` overrides from sys.argv, so it is set too.
+    with mock.patch.object(sys, "argv", argv):
+        module.FLAGS.unparse_flags()
+        cli.parse(module.FLAGS, argv)
+    return argv
+
+
+def run_main(module, *args: str):
+    """Run a script's `main` in this process, as `python <script> args...` would."""
+    argv = parse_flags(module, *args)
+    with mock.patch.object(sys, "argv", argv):
+        return module.main(argv[:1])
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory):
+    """(path of an .npz dataset whose behavior only pushes left, id of its registered toy env)."""
+    path = tmp_path_factory.mktemp("toy") / "toy_left_only.npz"
+    toy_env.left_only_dataset(path)
+    return str(path), toy_env.register()
+
+
+def toy_args(toy, workdir, *extra) -> list[str]:
+    """Fine-tuning flags for the toy task, on the :smoke fine-tuning config."""
+    path, env_id = toy
+    return [f"--config={ROOT}/configs/iql_mujoco_finetune.py:smoke", f"--dataset={path}", f"--env_name={env_id}",
+            f"--workdir={workdir}", "--config.hidden_dims=(32,32)", "--config.batch_size=64",
+            "--config.reward_transform=none", "--config.ref_min_score=0", "--config.ref_max_score=30",
+            "--config.tensorboard=False", *extra]

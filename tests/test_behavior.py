@@ -1,14 +1,14 @@
 """The SAC behavior agent: its log-probs, learning on Pendulum, and resuming a run."""
 
-import csv
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import read_csv
 
 import evaluation
-import sac
+from behavior import sac
+from harness import outputs
 
 
 def test_tanh_gaussian_log_prob_is_change_of_variables():
@@ -40,13 +40,15 @@ def test_resume_continues_the_run(pendulum_behavior):
     assert [s["step"] for s in first] == [2000, 4000]
     assert [s["step"] for s in snapshots] == [2000, 4000, 6000]
     assert snapshots[:2] == first  # the resumed run kept the earlier snapshots
-    state = json.loads((workdir / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 6000
-    with np.load(workdir / "checkpoint" / "buffer.npz") as f:
-        assert f["observations"].shape == (6000, 3)
-        # The episode cut by the stop at 4000 ends there; Pendulum otherwise ends every 200 steps.
-        assert f["dones"][3999] == 1 and f["dones"].sum() == 6000 // 200 + (1 if 4000 % 200 else 0)
-    with open(workdir / "eval.csv") as f:
-        assert [int(r["step"]) for r in csv.DictReader(f)] == [2000, 4000, 6000]
+    # The same Checkpointer as the training scripts: the newest two kept, the last at 6000.
+    checkpointer = outputs.Checkpointer(str(workdir))
+    assert checkpointer.steps() == [6000, 4000]
+    saved = outputs.load_pytree(checkpointer.path(6000), lambda raw: raw)
+    assert int(saved["step"]) == 6000 and int(saved["episodes"]) > 0
+    rows = saved["rows"]
+    assert rows["observations"].shape == (6000, 3)
+    # The episode cut by the stop at 4000 ends there; Pendulum otherwise ends every 200 steps.
+    assert rows["dones"][3999] == 1 and rows["dones"].sum() == 6000 // 200 + (1 if 4000 % 200 else 0)
+    assert [int(r["step"]) for r in read_csv(workdir / "eval.csv")] == [2000, 4000, 6000]
     assert sorted(p.name for p in (workdir / "snapshots").iterdir()) == [
         "step_0002000.msgpack", "step_0004000.msgpack", "step_0006000.msgpack"]

@@ -1,4 +1,4 @@
-"""collect.py: datasets from behavior snapshots, their metadata, determinism, the shipped default."""
+"""datasets.py: datasets from behavior snapshots, their metadata, determinism, the shipped default."""
 
 import os
 
@@ -7,12 +7,12 @@ import minari
 import numpy as np
 import pytest
 
-import cli
-import collect
 import dataset as dataset_lib
+from behavior import datasets
 from evaluation import normalized_score
+from harness import cli
 
-SHIPPED_HOPPER = os.path.join(collect.SHIPPED, "hopper")
+SHIPPED_HOPPER = os.path.join(datasets.SHIPPED, "hopper")
 
 
 @pytest.fixture
@@ -23,8 +23,8 @@ def fresh_root(tmp_path, monkeypatch):
 
 def test_random_and_policy_datasets_load_back(pendulum_behavior, fresh_root):
     workdir, _, _ = pendulum_behavior
-    behavior = collect.Behavior(str(workdir))
-    ids = collect.make_datasets("Pendulum-v1", behavior, ["random", "expert"], "t", steps=2000, seed=0,
+    behavior = datasets.Behavior(str(workdir))
+    ids = datasets.make_datasets("Pendulum-v1", behavior, ["random", "expert"], "t", steps=2000, seed=0,
                                 ref_episodes=10, num_envs=4)
     assert ids == ["t/pendulum/random-v0", "t/pendulum/expert-v0"]
     assert set(ids) <= set(minari.list_local_datasets())
@@ -50,7 +50,7 @@ def test_random_and_policy_datasets_load_back(pendulum_behavior, fresh_root):
 
 def test_medium_replay_follows_the_training_history(pendulum_behavior):
     workdir, _, snapshots = pendulum_behavior
-    behavior = collect.Behavior(str(workdir))
+    behavior = datasets.Behavior(str(workdir))
     segments = behavior.segments("medium-replay", 10**6)
     # Warm-up (random) steps, then each snapshot before medium for the steps it trained over.
     assert segments[0][1] is None and segments[0][2] == 1000
@@ -63,12 +63,12 @@ def test_medium_replay_follows_the_training_history(pendulum_behavior):
 
 def test_bad_behavior_folder_and_kind(tmp_path, pendulum_behavior):
     with pytest.raises(cli.UserError, match="not a behavior folder"):
-        collect.Behavior(str(tmp_path))
-    behavior = collect.Behavior(str(pendulum_behavior[0]))
+        datasets.Behavior(str(tmp_path))
+    behavior = datasets.Behavior(str(pendulum_behavior[0]))
     with pytest.raises(cli.UserError, match="unknown dataset kind"):
-        collect.make_datasets("Pendulum-v1", behavior, ["mediocre"], "t", 100, 0, 2)
+        datasets.make_datasets("Pendulum-v1", behavior, ["mediocre"], "t", 100, 0, 2)
     with pytest.raises(cli.UserError, match="not Hopper-v5"):
-        collect.make_datasets("Hopper-v5", behavior, ["random"], "t", 100, 0, 2)
+        datasets.make_datasets("Hopper-v5", behavior, ["random"], "t", 100, 0, 2)
 
 
 def arrays_of(ds_id):
@@ -77,11 +77,11 @@ def arrays_of(ds_id):
 
 
 def test_shipped_policy_rebuilds_identical_arrays(tmp_path, monkeypatch):
-    behavior = collect.Behavior(SHIPPED_HOPPER)
+    behavior = datasets.Behavior(SHIPPED_HOPPER)
     built = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / name))
-        collect.make_datasets("Hopper-v5", behavior, ["medium"], "local", steps=1500, seed=seed,
+        datasets.make_datasets("Hopper-v5", behavior, ["medium"], "local", steps=1500, seed=seed,
                               ref_episodes=4, num_envs=4)
         built[name] = arrays_of("local/hopper/medium-v0")
     assert all(np.array_equal(x, y) for x, y in zip(built["a"], built["b"]))
@@ -89,11 +89,11 @@ def test_shipped_policy_rebuilds_identical_arrays(tmp_path, monkeypatch):
 
 
 def test_default_local_dataset_is_built_once(fresh_root):
-    assert collect.ensure_local_dataset("local/hopper/medium-v0", steps=1000) is True
+    assert datasets.ensure_local_dataset("local/hopper/medium-v0", steps=1000) is True
     assert "local/hopper/medium-v0" in minari.list_local_datasets()
-    assert collect.ensure_local_dataset("local/hopper/medium-v0", steps=1000) is False  # already there
-    assert collect.ensure_local_dataset("mujoco/hopper/medium-v0") is False  # not a local id
-    assert collect.ensure_local_dataset("local/nothing/medium-v0") is False  # no shipped policies
+    assert datasets.ensure_local_dataset("local/hopper/medium-v0", steps=1000) is False  # already there
+    assert datasets.ensure_local_dataset("mujoco/hopper/medium-v0") is False  # not a local id
+    assert datasets.ensure_local_dataset("local/nothing/medium-v0") is False  # no shipped policies
     data, info = dataset_lib.load_dataset("local/hopper/medium-v0", "locomotion")
     assert data.size == 1000 and info.ref_max_score > info.ref_min_score
 
@@ -107,7 +107,7 @@ def test_selection_on_a_locomotion_like_history(tmp_path):
         {"env": "Hopper-v5", "hidden_dims": [8], "obs_dim": 11, "action_dim": 3, "start_steps": 10000}))
     (tmp_path / "snapshots.json").write_text(json.dumps(
         [{"step": 10000 * (i + 1), "return": r} for i, r in enumerate(returns)]))
-    behavior = collect.Behavior(str(tmp_path))
+    behavior = datasets.Behavior(str(tmp_path))
     assert behavior.expert["step"] == 70000
     assert behavior.medium["step"] == 40000  # 950 is closest to 15 + (3000 - 15) / 3 = 1010
     segments = behavior.segments("medium-replay", 10**6)

@@ -5,9 +5,9 @@ import jax
 import minari
 import numpy as np
 import pytest
+from conftest import HOPPER_REF
 
 import dataset as dataset_lib
-from conftest import HOPPER_REF
 from dataset import DatasetError
 
 

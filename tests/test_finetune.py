@@ -1,55 +1,25 @@
 """train_finetune: the online phase, both phases in the logs, and that fine-tuning helps."""
 
-import csv
 import json
 import os
-import sys
-from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import read_csv, run_main, toy_args
 
-import cli
 import dataset as dataset_lib
 import train_finetune
 import train_offline
-import toy_env
+from harness import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = f"--config={ROOT}/configs/iql_mujoco_finetune.py:smoke"
 
 
-def run(module, *args):
-    argv = [f"{module.__name__}.py", *args]
-    with mock.patch.object(sys, "argv", argv):
-        module.FLAGS.unparse_flags()
-        cli.parse(module.FLAGS, argv)
-        module.main(argv[:1])
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy") / "toy_left_only.npz"
-    toy_env.left_only_dataset(path)
-    return str(path), toy_env.register()
-
-
-def toy_args(toy, workdir, *extra):
-    path, env_id = toy
-    return [SMOKE, f"--dataset={path}", f"--env_name={env_id}", f"--workdir={workdir}",
-            "--config.hidden_dims=(32,32)", "--config.batch_size=64", "--config.reward_transform=none",
-            "--config.ref_min_score=0", "--config.ref_max_score=30", "--config.tensorboard=False", *extra]
-
-
 def test_fine_tuning_beats_the_offline_policy(toy, tmp_path):
     # The data only pushes left; the target is on the right. Offline IQL cannot find it,
     # a couple of thousand online steps with the default recipe do.
-    run(train_finetune, *toy_args(toy, tmp_path / "run", "--config.pretrain_steps=1000",
+    run_main(train_finetune, *toy_args(toy, tmp_path / "run", "--config.pretrain_steps=1000",
                                   "--config.online_steps=2000", "--config.eval_interval=500",
                                   "--config.log_interval=500", "--config.eval_episodes=5"))
     evals = read_csv(tmp_path / "run" / "eval.csv")
@@ -63,7 +33,7 @@ def test_fine_tuning_beats_the_offline_policy(toy, tmp_path):
 
 
 def test_both_phases_two_seeds_mixed_batches(toy, tmp_path):
-    run(train_finetune, *toy_args(toy, tmp_path / "run", "--num_seeds=2", "--config.mix_offline=True",
+    run_main(train_finetune, *toy_args(toy, tmp_path / "run", "--num_seeds=2", "--config.mix_offline=True",
                                   "--config.utd=2", "--config.online_steps=120", "--config.eval_interval=100",
                                   "--config.log_interval=50"))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -83,18 +53,18 @@ def test_both_phases_two_seeds_mixed_batches(toy, tmp_path):
 
 def test_init_from_an_offline_agent(toy, tmp_path):
     path, env_id = toy
-    run(train_offline, f"--config={ROOT}/configs/iql_mujoco.py:smoke", f"--dataset={path}", f"--env_name={env_id}",
+    run_main(train_offline, f"--config={ROOT}/configs/iql_mujoco.py:smoke", f"--dataset={path}", f"--env_name={env_id}",
         f"--workdir={tmp_path / 'offline'}", "--config.hidden_dims=(32,32)", "--config.batch_size=64",
         "--config.reward_transform=none", "--config.tensorboard=False", "--config.cosine_decay=False",
         "--config.eval_episodes=0")
-    run(train_finetune, *toy_args(toy, tmp_path / "ft", f"--init_from={tmp_path / 'offline' / 'agent.msgpack'}",
+    run_main(train_finetune, *toy_args(toy, tmp_path / "ft", f"--init_from={tmp_path / 'offline' / 'agent.msgpack'}",
                                   "--config.online_steps=60", "--config.eval_interval=60", "--config.log_interval=30",
                                   "--config.pretrain_steps=0"))
     evals = read_csv(tmp_path / "ft" / "eval.csv")
     # No offline phase: the counter starts at the saved agent's 200 steps.
     assert [(r["phase"], int(r["step"]), int(r["env_steps"])) for r in evals] == [("online", 260, 60)]
     with pytest.raises(cli.UserError, match="--init_from"):
-        run(train_finetune, *toy_args(toy, tmp_path / "bad", f"--init_from={tmp_path / 'nothing.msgpack'}"))
+        run_main(train_finetune, *toy_args(toy, tmp_path / "bad", f"--init_from={tmp_path / 'nothing.msgpack'}"))
 
 
 def test_true_next_obs_uses_final_obs_of_ended_episodes():

@@ -7,7 +7,7 @@ import pytest
 from flax.training.train_state import TrainState
 
 import dataset as dataset_lib
-import learner
+import idql
 import networks
 from configs import idql_mujoco, iql_mujoco
 from idql import IDQLLearner
@@ -41,14 +41,14 @@ def test_vp_cumulative_product_hand_value():
 
 def test_value_losses_hand_values():
     u = jnp.array([2.0, -2.0])
-    np.testing.assert_allclose(learner.quantile_loss(u, 0.7), [0.7 * 2, 0.3 * 2], rtol=1e-6)
-    # (exp(beta u) - beta u - 1) / beta^2 with beta = 0.5: u = 2 -> (e - 2) / 0.25.
-    np.testing.assert_allclose(learner.exponential_loss(u, 0.5),
+    np.testing.assert_allclose(idql.quantile_loss(u, 0.7), [0.7 * 2, 0.3 * 2], rtol=1e-6)
+    # (exp(k u) - k u - 1) / k^2 with k = 0.5: u = 2 -> (e - 2) / 0.25.
+    np.testing.assert_allclose(idql.exponential_loss(u, 0.5),
                                [(np.e - 2) / 0.25, (np.exp(-1) + 1 - 1) / 0.25], rtol=1e-5)
     a = jnp.array([1.0, -1.0, 2.0])
-    np.testing.assert_allclose(learner.critic_implied_weights(a, "expectile", 0.9, 1.0), [0.9, 0.1, 0.9], rtol=1e-6)
-    np.testing.assert_allclose(learner.critic_implied_weights(a, "quantile", 0.9, 1.0), [0.9, 0.1, 0.45], rtol=1e-6)
-    np.testing.assert_allclose(learner.critic_implied_weights(a, "exponential", 0.9, 2.0),
+    np.testing.assert_allclose(idql.critic_implied_weights(a, "expectile", 0.9, 1.0), [0.9, 0.1, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(idql.critic_implied_weights(a, "quantile", 0.9, 1.0), [0.9, 0.1, 0.45], rtol=1e-6)
+    np.testing.assert_allclose(idql.critic_implied_weights(a, "exponential", 0.9, 2.0),
                                np.expm1(2.0 * np.asarray(a)) / (2.0 * np.asarray(a)), rtol=1e-5)
 
 
@@ -56,8 +56,8 @@ def test_value_losses_hand_values():
                                             ("exponential", lambda x: np.log(np.mean(np.exp(2.0 * x))) / 2.0)])
 def test_generalised_value_losses_fit_their_statistic(kind, statistic):
     x = jnp.asarray(np.random.default_rng(0).normal(size=4000), jnp.float32)
-    loss = (lambda v: learner.quantile_loss(x - v, 0.8).mean()) if kind == "quantile" else \
-        (lambda v: learner.exponential_loss(x - v, 2.0).mean())
+    loss = (lambda v: idql.quantile_loss(x - v, 0.8).mean()) if kind == "quantile" else \
+        (lambda v: idql.exponential_loss(x - v, 2.0).mean())
     v = jnp.float32(0.0)
     step = jax.jit(lambda v: v - 0.05 * jax.grad(loss)(v))
     for _ in range(3000):
@@ -163,7 +163,8 @@ def test_idql_at_least_matches_iql_when_good_actions_are_multimodal():
 
 
 @pytest.mark.parametrize("field,value", [("ema_rate", 1.5), ("diffusion_dropout", 1.0), ("expectile", 0.0),
-                                         ("exp_beta", 0.0)])
+                                         ("exp_scale", 0.0), ("value_objective", "median"),
+                                         ("selection", "best"), ("num_samples", 0)])
 def test_bad_idql_hyperparameters_are_named(field, value):
     data = bimodal_data(50)
     with pytest.raises(ValueError, match=f"config.{field}"):

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import bandit_arrays
 
 import dataset as dataset_lib
 import learner
-from conftest import bandit_arrays
 from learner import IQLLearner
 
 
@@ -61,7 +61,7 @@ def reference_step(agent, batch, value_for_actor: str):
     rng, dropout_key = jax.random.split(agent.rng)
     target_q = agent.critic.apply_fn({"params": agent.target_critic_params}, batch.observations, batch.actions).min(0)
     g, _ = jax.grad(learner.value_loss, has_aux=True)(agent.value.params, agent.value, batch.observations,
-                                                      target_q, agent.expectile)
+                                                      target_q, lambda u: learner.expectile_loss(u, agent.expectile))
     value = agent.value.apply_gradients(grads=g)
     v_state = value if value_for_actor == "new" else agent.value
     adv = target_q - v_state.apply_fn({"params": v_state.params}, batch.observations)
@@ -98,7 +98,7 @@ def test_update_n_equals_k_updates(setup):
         rng, key = jax.random.split(looped.rng)
         looped, info = looped.replace(rng=rng).update(data.sample(key, batch_size))
         infos.append(info)
-    assert leaves_close(jax.tree.map(lambda x: x, scanned.actor.params), looped.actor.params, atol=1e-5)
+    assert leaves_close(scanned.actor.params, looped.actor.params, atol=1e-5)
     assert leaves_close(scanned.critic.params, looped.critic.params, atol=1e-5)
     assert leaves_close(scanned.value.params, looped.value.params, atol=1e-5)
     assert leaves_close(scanned.target_critic_params, looped.target_critic_params, atol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 
 import dataset as dataset_lib
 import evaluation
-import multiseed
+from harness import multiseed
 from learner import IQLLearner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +66,8 @@ def test_make_mesh_errors():
 
 SHARDED_SCRIPT = r"""
 import jax, numpy as np
-import dataset as dataset_lib, multiseed
+import dataset as dataset_lib
+from harness import multiseed
 from learner import IQLLearner
 from configs import iql_mujoco
 assert len(jax.devices()) == 8, jax.devices()
@@ -96,6 +97,7 @@ print("SHARDED_OK")
 """
 
 
+@pytest.mark.slow
 def test_sharded_run_equals_unsharded_on_8_cpu_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
                PYTHONPATH=ROOT)
@@ -130,7 +132,8 @@ def test_sample_actions_per_seed(data, tiny_config):
 
 FULL_SIZE_SCRIPT = r"""
 import jax, numpy as np
-import dataset as dataset_lib, multiseed
+import dataset as dataset_lib
+from harness import multiseed
 from learner import IQLLearner
 from configs import iql_mujoco
 config = iql_mujoco.get_config()  # full size: (256, 256)

@@ -3,15 +3,13 @@
 import json
 import os
 import struct
-import sys
-from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import run_main
 
-import cli
-import plot
-import suite
+from harness import cli
+from tools import plot, suite
 
 
 def make_workdir(path, dataset, config, scores):
@@ -24,13 +22,6 @@ def make_workdir(path, dataset, config, scores):
         for seed, points in scores.items():
             for step, score in points:
                 f.write(f"{step},{seed},{score * 10},{score},1.0\n")
-
-
-def run_plot(*args):
-    argv = ["plot.py", *args]
-    plot.FLAGS.unparse_flags()
-    cli.parse(plot.FLAGS, argv)
-    plot.main(argv)
 
 
 def png_size(path):
@@ -50,7 +41,7 @@ def test_plot_writes_png_and_a_table_matching_the_csvs(tmp_path, capsys):
     make_workdir(tmp_path / "bc_h1", "local/hopper/medium-v0", bc, {1: [(10, 15.0), (20, 20.0), (30, 35.0)]})
     make_workdir(tmp_path / "iql_w", "local/walker2d/medium-v0", iql, {0: [(10, 5.0), (20, 7.0)]})
     out, table_out = tmp_path / "figs" / "curves.png", tmp_path / "results.md"
-    run_plot(f"--workdirs={tmp_path}/*", f"--out={out}", f"--table_out={table_out}", "--panel_width=320",
+    run_main(plot, f"--workdirs={tmp_path}/*", f"--out={out}", f"--table_out={table_out}", "--panel_width=320",
              "--panel_height=240", "--columns=3")
 
     assert png_size(out) == (2 * 320, 240)  # two datasets -> two panels in one row
@@ -78,31 +69,24 @@ def test_plot_curve_is_the_mean_and_std_over_seeds():
 
 def test_plot_errors(tmp_path):
     with pytest.raises(cli.UserError, match="nothing matches"):
-        run_plot(f"--workdirs={tmp_path}/nothing*")
+        run_main(plot, f"--workdirs={tmp_path}/nothing*")
     make_workdir(tmp_path / "a", "d", {"algo": "iql", "beta": 3.0}, {0: [(10, 1.0)]})
     make_workdir(tmp_path / "b", "d", {"algo": "iql", "beta": 3.0}, {0: [(10, 2.0)]})
     with pytest.raises(cli.UserError, match="seed 0 of IQL on d is in both"):
-        run_plot(f"--workdirs={tmp_path / 'a'},{tmp_path / 'b'}", "--out=")
+        run_main(plot, f"--workdirs={tmp_path / 'a'},{tmp_path / 'b'}", "--out=")
     with pytest.raises(cli.UserError, match="--labels has 1 entries for 2"):
-        run_plot(f"--workdirs={tmp_path / 'a'},{tmp_path / 'b'}", "--labels=x", "--out=")
-    run_plot(f"--workdirs={tmp_path / 'a'},{tmp_path / 'b'}", "--labels=x,y", "--out=")  # labels split them
+        run_main(plot, f"--workdirs={tmp_path / 'a'},{tmp_path / 'b'}", "--labels=x", "--out=")
+    run_main(plot, f"--workdirs={tmp_path / 'a'},{tmp_path / 'b'}", "--labels=x,y", "--out=")  # labels split them
     with pytest.raises(cli.UserError, match="config.json is missing"):
-        run_plot(f"--workdirs={tmp_path}")
+        run_main(plot, f"--workdirs={tmp_path}")
 
 
-def run_suite(*args):
-    argv = ["suite.py", *args]
-    with mock.patch.object(sys, "argv", argv):
-        suite.FLAGS.unparse_flags()
-        cli.parse(suite.FLAGS, argv)
-        suite.main(argv)
-
-
+@pytest.mark.slow
 def test_suite_runs_iql_bc_idql_then_plots_and_skips_finished_runs(minari_root, tmp_path, capsys):
     root = tmp_path / "suite"
     args = ["--smoke", "--datasets=test/hopper/random-v0", "--steps=100", "--num_seeds=1", "--eval_episodes=1",
             f"--root={root}", "--override=--config.hidden_dims=(16,16)", "--override=--config.tensorboard=False"]
-    run_suite(*args)
+    run_main(suite, *args)
     for algo in ("iql", "bc", "idql"):
         summary = json.loads((root / algo / "hopper-random" / "summary.json").read_text())
         assert summary["steps"] == 100 and summary["num_seeds"] == 1
@@ -115,16 +99,16 @@ def test_suite_runs_iql_bc_idql_then_plots_and_skips_finished_runs(minari_root, 
     # A second call finds every run finished: nothing retrains (the agents are untouched).
     before = {a: os.path.getmtime(root / a / "hopper-random" / "agent.msgpack") for a in ("iql", "bc", "idql")}
     capsys.readouterr()
-    run_suite(*args)
+    run_main(suite, *args)
     assert capsys.readouterr().out.count("finished earlier") == 3
     assert before == {a: os.path.getmtime(root / a / "hopper-random" / "agent.msgpack") for a in before}
     # Asking for a different budget in the same root is an error, not a silently old result.
     with pytest.raises(cli.UserError, match="finished with 100 steps, but 150 are asked"):
-        run_suite(*[a for a in args if not a.startswith("--steps")], "--steps=150")
+        run_main(suite, *[a for a in args if not a.startswith("--steps")], "--steps=150")
 
 
 def test_suite_flag_errors(tmp_path):
     with pytest.raises(cli.UserError, match="unknown"):
-        run_suite("--algos=iql,cql", f"--root={tmp_path}")
+        run_main(suite, "--algos=iql,cql", f"--root={tmp_path}")
     with pytest.raises(cli.UserError, match="not a multiple of its config's steps_per_call"):
-        run_suite("--steps=1500", f"--root={tmp_path}", "--datasets=x")
+        run_main(suite, "--steps=1500", f"--root={tmp_path}", "--datasets=x")

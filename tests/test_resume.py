@@ -1,6 +1,5 @@
 """Runs that survive: kill and resume, SIGTERM, atomic checkpoints, the NaN guard, config changes."""
 
-import csv
 import json
 import os
 import signal
@@ -11,22 +10,15 @@ import time
 import flax.serialization
 import numpy as np
 import pytest
+from conftest import ROOT, read_csv, run_main, toy_args
 
-import cli
-import run_outputs
 import train_finetune
 import train_offline
-from test_finetune import run, toy, toy_args  # noqa: F401  (toy is a fixture)
+from harness import cli, outputs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = [f"--config={ROOT}/configs/iql_mujoco.py:smoke", "--dataset=test/hopper/random-v0",
         "--config.hidden_dims=(16,16)", "--config.tensorboard=False", "--config.max_steps=6000",
         "--config.checkpoint_interval=600", "--config.eval_interval=600", "--config.log_interval=300"]
-
-
-def read(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def start_and_stop(workdir, sig):
@@ -45,7 +37,7 @@ def start_and_stop(workdir, sig):
 @pytest.fixture(scope="module")
 def uninterrupted(minari_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("resume") / "straight"
-    run(train_offline, *ARGS, f"--workdir={workdir}")
+    run_main(train_offline, *ARGS, f"--workdir={workdir}")
     return workdir
 
 
@@ -56,11 +48,11 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(uninterrupted, tmp
     assert code != 0 and not (workdir / "summary.json").exists(), "the run ended before it was stopped"
     if sig == signal.SIGTERM:  # preemption: it saved where it was and said how to resume
         assert "SIGTERM at step" in err and "run the same command again to resume" in err
-    run(train_offline, *ARGS, f"--workdir={workdir}")  # the same command resumes
+    run_main(train_offline, *ARGS, f"--workdir={workdir}")  # the same command resumes
     a, b = (open(d / "agent.msgpack", "rb").read() for d in (uninterrupted, workdir))
     assert a == b  # bit for bit: parameters, optimizer states, keys
     for name in ("train.csv", "eval.csv"):
-        assert read(uninterrupted / name) == read(workdir / name)
+        assert read_csv(uninterrupted / name) == read_csv(workdir / name)
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["last_mean"] == json.loads((uninterrupted / "summary.json").read_text())["last_mean"]
 
@@ -71,15 +63,15 @@ def test_changed_config_is_refused_unless_allowed(uninterrupted, tmp_path):
     for name in ("config.json", "checkpoints/ckpt_000006000.msgpack"):
         (workdir / name).write_bytes((uninterrupted / name).read_bytes())
     with pytest.raises(cli.UserError, match=r"different config\.beta.*--allow_config_change"):
-        run(train_offline, *ARGS, f"--workdir={workdir}", "--config.beta=1.0")
+        run_main(train_offline, *ARGS, f"--workdir={workdir}", "--config.beta=1.0")
     with pytest.raises(cli.UserError, match=r"different --seed"):
-        run(train_offline, *ARGS, f"--workdir={workdir}", "--seed=5")
-    run(train_offline, *ARGS, f"--workdir={workdir}", "--config.beta=1.0", "--allow_config_change")
+        run_main(train_offline, *ARGS, f"--workdir={workdir}", "--seed=5")
+    run_main(train_offline, *ARGS, f"--workdir={workdir}", "--config.beta=1.0", "--allow_config_change")
     assert (workdir / "summary.json").exists()
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
-    checkpointer = run_outputs.Checkpointer(str(tmp_path), keep=3)
+    checkpointer = outputs.Checkpointer(str(tmp_path), keep=3)
     template = {"w": np.zeros(3), "step": 0}
     checkpointer.save(100, {"w": np.arange(3.0), "step": 100})
 
@@ -99,7 +91,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
 
 
 def test_checkpoints_keep_the_newest_few(tmp_path):
-    checkpointer = run_outputs.Checkpointer(str(tmp_path), keep=2)
+    checkpointer = outputs.Checkpointer(str(tmp_path), keep=2)
     for step in (1, 2, 3):
         checkpointer.save(step, {"step": step})
     assert checkpointer.steps() == [3, 2]
@@ -109,12 +101,12 @@ def test_nan_guard_stops_with_a_clean_last_checkpoint(minari_root, tmp_path):
     workdir = tmp_path / "diverge"
     # Learning rates of 1000 blow the parameters up within a few steps.
     with pytest.raises(cli.UserError, match=r"non-finite .* in step \d+; stopped; the last good checkpoint is"):
-        run(train_offline, *ARGS[:4], f"--workdir={workdir}", "--config.max_steps=100", "--config.steps_per_call=1",
+        run_main(train_offline, *ARGS[:4], f"--workdir={workdir}", "--config.max_steps=100", "--config.steps_per_call=1",
             "--config.log_interval=1", "--config.checkpoint_interval=1", "--config.eval_interval=100",
             "--config.actor_lr=1000", "--config.critic_lr=1000", "--config.value_lr=1000")
-    steps = run_outputs.Checkpointer(str(workdir)).steps()
+    steps = outputs.Checkpointer(str(workdir)).steps()
     assert steps and steps[0] < 100
-    with open(run_outputs.Checkpointer(str(workdir)).path(steps[0]), "rb") as f:
+    with open(outputs.Checkpointer(str(workdir)).path(steps[0]), "rb") as f:
         state = flax.serialization.msgpack_restore(f.read())
     leaves = [np.asarray(x) for x in _leaves(state["agents"]) if np.asarray(x).dtype.kind == "f"]
     assert leaves and all(np.isfinite(x).all() for x in leaves)
@@ -128,23 +120,23 @@ def _leaves(tree):
         yield tree
 
 
-def test_fine_tuning_resume_restores_buffer_and_env_steps(toy, tmp_path):  # noqa: F811
+def test_fine_tuning_resume_restores_buffer_and_env_steps(toy, tmp_path):
     workdir = tmp_path / "ft"
     common = ["--config.online_steps=60", "--config.steps_per_call=10", "--config.eval_interval=60", "--config.log_interval=30",
               "--config.checkpoint_interval=30"]
-    run(train_finetune, *toy_args(toy, workdir, *common))
-    newest = run_outputs.Checkpointer(str(workdir)).steps()[0]
-    with open(run_outputs.Checkpointer(str(workdir)).path(newest), "rb") as f:
+    run_main(train_finetune, *toy_args(toy, workdir, *common))
+    newest = outputs.Checkpointer(str(workdir)).steps()[0]
+    with open(outputs.Checkpointer(str(workdir)).path(newest), "rb") as f:
         state = flax.serialization.msgpack_restore(f.read())
     assert int(state["online"]) == 1 and int(state["env_step"]) == 60
     offline_rows = 1800  # the toy dataset
     assert int(np.asarray(state["buffers"]["size"])[0]) == offline_rows + 60
     # Continue the same run for 60 more env steps: buffer and counters carry on.
-    run(train_finetune, *toy_args(toy, workdir, *common[1:], "--config.online_steps=120", "--allow_config_change"))
+    run_main(train_finetune, *toy_args(toy, workdir, *common[1:], "--config.online_steps=120", "--allow_config_change"))
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["online_env_steps"] == 120 and summary["online_episodes_per_seed"] == [4]
-    with open(run_outputs.Checkpointer(str(workdir)).path(run_outputs.Checkpointer(str(workdir)).steps()[0]), "rb") as f:
+    with open(outputs.Checkpointer(str(workdir)).path(outputs.Checkpointer(str(workdir)).steps()[0]), "rb") as f:
         state = flax.serialization.msgpack_restore(f.read())
     assert int(state["env_step"]) == 120 and int(np.asarray(state["buffers"]["size"])[0]) == offline_rows + 120
-    evals = read(workdir / "eval.csv")
+    evals = read_csv(workdir / "eval.csv")
     assert [int(r["env_steps"]) for r in evals if r["phase"] == "online"] == [60, 120]

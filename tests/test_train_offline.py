@@ -1,47 +1,26 @@
 """train_offline.main in-process on a :smoke config over datasets the tests build."""
 
-import csv
 import glob
 import json
 import os
+import signal
 import sys
-from unittest import mock
 
 import jax
 import numpy as np
 import pytest
+from conftest import ROOT, parse_flags, read_csv, run_main
 
-import cli
-import multiseed
-import run_outputs
 import train_offline
+from harness import cli, experiment, multiseed, outputs
 from learner import IQLLearner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = f"--config={ROOT}/configs/iql_mujoco.py:smoke"
-
-
-def parse_flags(*args):
-    # config_flags reads `--config.x` overrides from sys.argv, so the test sets it too.
-    argv = ["train_offline.py", *args]
-    with mock.patch.object(sys, "argv", argv):
-        train_offline.FLAGS.unparse_flags()
-        cli.parse(train_offline.FLAGS, argv)
-
-
-def run_main(*args):
-    parse_flags(*args)  # unparse_flags() first: every run starts from the defaults
-    train_offline.main(["train_offline.py"])
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_main_trains_and_writes_everything(minari_root, tmp_path):
     workdir = tmp_path / "run"
-    run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}", "--seed=3",
+    run_main(train_offline, SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}", "--seed=3",
              "--config.hidden_dims=(16,16)")
 
     config = json.loads((workdir / "config.json").read_text())
@@ -71,7 +50,7 @@ def test_main_trains_and_writes_everything(minari_root, tmp_path):
 
     # The saved (stacked) agents load back into a template of freshly created ones.
     template = multiseed.stack([IQLLearner.create(jax.random.key(3), np.zeros(11), np.zeros(3), _smoke_config())])
-    agent = multiseed.unstack(run_outputs.load_pytree(str(workdir / "agent.msgpack"), template), 0)
+    agent = multiseed.unstack(outputs.load_pytree(str(workdir / "agent.msgpack"), template), 0)
     assert int(agent.actor.step) == 200
     obs = np.zeros((4, 11), np.float32)
     assert agent.sample_actions(obs, jax.random.key(0), 0.0).shape == (4, 3)
@@ -100,8 +79,8 @@ def test_hdf5_file_with_env_name(tmp_path):
         f["timeouts"] = np.zeros(n, np.float32)
     workdir = tmp_path / "run"
     with pytest.raises(cli.UserError, match="--env_name"):
-        run_main(SMOKE, f"--dataset={path}", f"--workdir={workdir}")
-    run_main(SMOKE, f"--dataset={path}", f"--workdir={tmp_path / 'run2'}", "--env_name=Hopper-v5",
+        run_main(train_offline, SMOKE, f"--dataset={path}", f"--workdir={workdir}")
+    run_main(train_offline, SMOKE, f"--dataset={path}", f"--workdir={tmp_path / 'run2'}", "--env_name=Hopper-v5",
              "--config.max_steps=100", "--config.eval_episodes=1", "--config.tensorboard=False")
     evals = read_csv(tmp_path / "run2" / "eval.csv")
     assert len(evals) == 1 and evals[0]["normalized_score"] != ""
@@ -109,12 +88,12 @@ def test_hdf5_file_with_env_name(tmp_path):
 
 def test_unknown_dataset_is_a_clear_error(minari_root, tmp_path):
     with pytest.raises(cli.UserError, match="nobody/hopper/nothing-v0"):
-        run_main(SMOKE, "--dataset=nobody/hopper/nothing-v0", f"--workdir={tmp_path / 'w'}")
+        run_main(train_offline, SMOKE, "--dataset=nobody/hopper/nothing-v0", f"--workdir={tmp_path / 'w'}")
 
 
 def test_config_typo_fails_at_parse():
     with pytest.raises(cli.UserError, match='(?s)expectilee.*Did you mean "expectile"'):
-        parse_flags(SMOKE, "--config.expectilee=0.8")
+        parse_flags(train_offline, SMOKE, "--config.expectilee=0.8")
 
 
 @pytest.mark.parametrize("override,message", [
@@ -125,7 +104,7 @@ def test_config_typo_fails_at_parse():
 ])
 def test_bad_config_values_are_named(minari_root, tmp_path, override, message):
     with pytest.raises(cli.UserError, match=message):
-        run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={tmp_path / 'w'}", override)
+        run_main(train_offline, SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={tmp_path / 'w'}", override)
 
 
 def test_existing_run_is_not_overwritten(minari_root, tmp_path):
@@ -133,13 +112,13 @@ def test_existing_run_is_not_overwritten(minari_root, tmp_path):
     workdir.mkdir()
     (workdir / "eval.csv").write_text("step,seed\n5,0\n")
     with pytest.raises(cli.UserError, match="already holds a run"):
-        run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}")
+        run_main(train_offline, SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}")
     assert (workdir / "eval.csv").read_text() == "step,seed\n5,0\n"
 
 
 def test_two_seeds_in_one_process(minari_root, tmp_path):
     workdir = tmp_path / "run"
-    run_main(SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}", "--seed=3", "--num_seeds=2",
+    run_main(train_offline, SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}", "--seed=3", "--num_seeds=2",
              "--config.hidden_dims=(16,16)", "--config.tensorboard=False")
     train = read_csv(workdir / "train.csv")
     assert [(int(r["step"]), int(r["seed"])) for r in train[:4]] == [(50, 3), (50, 4), (100, 3), (100, 4)]
@@ -152,6 +131,7 @@ def test_two_seeds_in_one_process(minari_root, tmp_path):
     assert summary["last_mean"] == pytest.approx(np.mean(last)) and summary["last_std"] == pytest.approx(np.std(last))
 
 
+@pytest.mark.slow
 def test_two_processes_under_jax_distributed_equal_one_process(minari_root, tmp_path):
     """The multi-host path on one machine: two processes (one CPU device each) joined by
     jax.distributed train seeds 3 and 4 over the global mesh, exactly as one process does."""
@@ -160,7 +140,7 @@ def test_two_processes_under_jax_distributed_equal_one_process(minari_root, tmp_
 
     args = [SMOKE, "--dataset=test/hopper/random-v0", "--seed=3", "--num_seeds=2", "--config.hidden_dims=(16,16)",
             "--config.tensorboard=False"]
-    run_main(*args, f"--workdir={tmp_path / 'one'}")
+    run_main(train_offline, *args, f"--workdir={tmp_path / 'one'}")
 
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("localhost", 0))
@@ -173,14 +153,14 @@ def test_two_processes_under_jax_distributed_equal_one_process(minari_root, tmp_
         procs.append(subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "train_offline.py"), *args, f"--workdir={tmp_path / 'two'}",
              "--distributed"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in logs)
 
     one, two = read_csv(tmp_path / "one" / "eval.csv"), read_csv(tmp_path / "two" / "eval.csv")
     assert [(r["step"], r["seed"]) for r in two] == [(r["step"], r["seed"]) for r in one]
     np.testing.assert_allclose([float(r["return"]) for r in two], [float(r["return"]) for r in one], rtol=1e-4)
     template = lambda raw: raw  # noqa: E731  (compare the saved arrays leaf by leaf)
-    saved = [run_outputs.load_pytree(str(tmp_path / d / "agent.msgpack"), template) for d in ("one", "two")]
+    saved = [outputs.load_pytree(str(tmp_path / d / "agent.msgpack"), template) for d in ("one", "two")]
     for a, b in zip(jax.tree.leaves(saved[0]), jax.tree.leaves(saved[1])):  # vmap vs one seed a device: rounding
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
@@ -189,13 +169,12 @@ def test_video_of_one_evaluation_episode(tmp_path):
     """--video renders the first seed's final evaluation episode to video.mp4 (here the toy
     env's own frames, so no GL is needed)."""
     import imageio.v2 as imageio
-
     import toy_env
 
     data = tmp_path / "left.npz"
     toy_env.left_only_dataset(data, episodes=10)
     workdir = tmp_path / "run"
-    run_main(SMOKE, f"--dataset={data}", f"--env_name={toy_env.register()}", f"--workdir={workdir}", "--video",
+    run_main(train_offline, SMOKE, f"--dataset={data}", f"--env_name={toy_env.register()}", f"--workdir={workdir}", "--video",
              "--num_seeds=2", "--config.hidden_dims=(16,16)", "--config.tensorboard=False")
     with imageio.get_reader(str(workdir / "video.mp4")) as reader:
         frames = [frame for frame in reader]
@@ -205,8 +184,33 @@ def test_video_of_one_evaluation_episode(tmp_path):
 
 
 def test_overrides_without_an_explicit_config_file():
-    parse_flags("--config.max_steps=1234", "--config.beta=0.5")
+    parse_flags(train_offline, "--config.max_steps=1234", "--config.beta=0.5")
     assert train_offline.FLAGS.config.max_steps == 1234 and train_offline.FLAGS.config.beta == 0.5
     assert train_offline.FLAGS.config.expectile == 0.7  # the default file, iql_mujoco.py
-    parse_flags(SMOKE, "--config.max_steps=300")
+    parse_flags(train_offline, SMOKE, "--config.max_steps=300")
     assert train_offline.FLAGS.config.max_steps == 300 and train_offline.FLAGS.config.hidden_dims == (32, 32)
+
+
+def test_signal_handlers_are_restored_when_a_run_ends(minari_root, tmp_path, monkeypatch):
+    """A run catches SIGINT/SIGTERM only while it runs: afterwards (finished or stopped) the
+    process's own handlers are back, so Ctrl-C works again in a notebook or a test."""
+    caught = []
+    mine = lambda signum, frame: caught.append(signum)  # noqa: E731
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        args = [SMOKE, "--dataset=test/hopper/random-v0", "--config.hidden_dims=(16,16)", "--config.tensorboard=False"]
+        run_main(train_offline, *args, f"--workdir={tmp_path / 'finished'}", "--config.max_steps=100")
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+
+        # A run stopped by SIGINT (sent from inside its loop) saves, stops and gives them back too.
+        log_train = experiment.Experiment.log_train
+        monkeypatch.setattr(experiment.Experiment, "log_train",
+                            lambda self, *a, **k: (log_train(self, *a, **k), os.kill(os.getpid(), signal.SIGINT)))
+        with pytest.raises(cli.UserError, match="SIGINT at step 50"):
+            run_main(train_offline, *args, f"--workdir={tmp_path / 'stopped'}")
+        assert caught == []  # the run's handler took that one
+        os.kill(os.getpid(), signal.SIGINT)
+        assert caught == [signal.SIGINT] and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -1,8 +1,8 @@
 """The benchmark suite: IQL, BC and IDQL over the D4RL-style locomotion datasets, then plots.
 
-    python suite.py --steps=1000000 --num_seeds=5                      # the papers' budget
-    python suite.py --steps=20000 --idql_steps=10000 --num_seeds=2     # what fits on a laptop
-    python suite.py --algos=iql,bc --envs=hopper --kinds=medium        # a slice
+    python -m tools.suite --steps=1000000 --num_seeds=5                      # the papers' budget
+    python -m tools.suite --steps=20000 --idql_steps=10000 --num_seeds=2     # what fits on a laptop
+    python -m tools.suite --algos=iql,bc --envs=hopper --kinds=medium        # a slice
 
 Each (algorithm, dataset) pair is one `train_offline.py` run in `<root>/<algo>/<env>-<kind>`
 with all seeds in one process (`--num_seeds`: vmapped, and sharded one device per core on a
@@ -10,9 +10,10 @@ CPU or over all accelerators: the fastest layout train_offline picks for the mac
 the IQL actor with beta = 0 (every advantage weight is 1). Missing `local/...` datasets are
 built from the shipped behavior policies first. Resumable: finished runs (summary.json) are
 skipped, interrupted ones resume from their last checkpoint, so the same command continues
-a suite. At the end it runs plot.py: `<root>/curves.png` and `<root>/results.md`.
+a suite. At the end it runs tools/plot.py: `<root>/curves.png` and `<root>/results.md`.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,9 +22,9 @@ import time
 
 from absl import flags
 
-import cli
+from harness import cli
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGOS = {  # name -> (config file, extra overrides)
     "iql": ("configs/iql_mujoco.py", []),
     "bc": ("configs/iql_mujoco.py", ["--config.beta=0.0"]),
@@ -66,9 +67,7 @@ def workdir(algo: str, dataset: str) -> str:
 
 def load_config(algo: str):
     """The run's config, as train_offline will build it (for its steps_per_call)."""
-    import importlib.util
-
-    path = os.path.join(HERE, ALGOS[algo][0])
+    path = os.path.join(ROOT, ALGOS[algo][0])
     spec = importlib.util.spec_from_file_location(f"suite_config_{algo}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -87,8 +86,8 @@ def run_command(algo: str, dataset: str) -> list[str]:
         raise cli.UserError(f"{algo}: {steps} steps is not a multiple of its config's steps_per_call ({per_call})")
     # Evaluate (and checkpoint) about ten times, between compiled calls.
     interval = FLAGS.eval_interval or max(per_call, steps // 10 // per_call * per_call)
-    config = os.path.join(HERE, config) + (":smoke" if FLAGS.smoke else "")
-    return [sys.executable, os.path.join(HERE, "train_offline.py"), f"--config={config}", f"--dataset={dataset}",
+    config = os.path.join(ROOT, config) + (":smoke" if FLAGS.smoke else "")
+    return [sys.executable, os.path.join(ROOT, "train_offline.py"), f"--config={config}", f"--dataset={dataset}",
             f"--workdir={workdir(algo, dataset)}", f"--seed={FLAGS.seed}", f"--num_seeds={FLAGS.num_seeds}",
             f"--config.max_steps={steps}", f"--config.eval_interval={interval}",
             f"--config.eval_episodes={FLAGS.eval_episodes}",
@@ -141,10 +140,12 @@ def main(argv):
               f"in {time.perf_counter() - tic:.0f} s", flush=True)
 
     workdirs = [workdir(algo, dataset) for algo, dataset in jobs]
-    plot_cmd = [sys.executable, os.path.join(HERE, "plot.py"), f"--workdirs={','.join(workdirs)}",
+    plot_cmd = [sys.executable, "-m", "tools.plot", f"--workdirs={','.join(workdirs)}",
                 f"--out={os.path.join(FLAGS.root, 'curves.png')}",
                 f"--table_out={os.path.join(FLAGS.root, 'results.md')}"]
-    if subprocess.run(plot_cmd).returncode != 0:
+    # The work directories are relative to the caller's folder: run there, with the project importable.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    if subprocess.run(plot_cmd, env=env).returncode != 0:
         raise cli.UserError("plot.py failed on the suite's runs")
     print(f"suite done in {time.perf_counter() - start:.0f} s this time; results in {FLAGS.root}")
 

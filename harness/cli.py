@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by the scripts (train_offline, train_behavior, collect).
+"""Command-line plumbing shared by the scripts (training, behavior data, tools).
 
 Each script defines its flags on its own `absl.flags.FlagValues`, not on absl's global one, so
 several scripts can be imported into one process (tests, notebooks) without their `--config`,

@@ -1,67 +1,43 @@
-"""Train the SAC behavior agent whose snapshots `collect.py` turns into offline datasets.
+"""Train the SAC behavior agent whose snapshots `behavior/collect.py` turns into offline datasets.
 
-    python train_behavior.py --env=Hopper-v5 --workdir=runs/behavior/Hopper-v5 --seed=0
+    python -m behavior.train_behavior --env=Hopper-v5 --workdir=runs/behavior/Hopper-v5 --seed=0
 
 Writes to --workdir:
   snapshots/step_XXXXXXX.msgpack  the actor's parameters every `snapshot_interval` steps
   snapshots.json                  [{step, return, return_std}] from deterministic evaluations
   train.csv, eval.csv, tb/        training scalars and evaluation returns
-  checkpoint/                     agent, replay buffer and loop state, to resume
+  checkpoints/                    agent, replay buffer rows and loop counters, to resume
 Run it again with the same --workdir to resume from the last checkpoint (the episode in
 progress at the checkpoint is cut there and a new one starts).
 """
 
 import json
 import os
-import shutil
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import flags
+from tqdm import tqdm
 
-import cli
+import evaluation
+from behavior.sac import SACLearner
+from dataset import ReplayBuffer
+from harness import cli, outputs
 
-FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
+FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
 flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.", flag_values=FLAGS)
 flags.DEFINE_string("workdir", None, "Output folder (default: runs/behavior/<env>).", flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.", flag_values=FLAGS)
-cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sac_mujoco.py"),
-                  "SAC config file.", FLAGS)
-
-
-def save_checkpoint(workdir: str, agent, buffer, state: dict) -> None:
-    """Write checkpoint/ as a whole: build it beside, then swap, so a crash keeps the old one."""
-    import numpy as np
-
-    import run_outputs
-
-    final, tmp = os.path.join(workdir, "checkpoint"), os.path.join(workdir, "checkpoint.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    run_outputs.save_pytree(os.path.join(tmp, "agent.msgpack"), agent)
-    valid = buffer.valid()
-    np.savez(os.path.join(tmp, "buffer.npz"), **{k: np.asarray(v) for k, v in vars(valid).items()})
-    run_outputs.write_json(os.path.join(tmp, "state.json"), state)
-    old = final + ".old"
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+cli.define_config("config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                                         "sac_mujoco.py"), "SAC config file.", FLAGS)
 
 
 def train(env_id: str, config, workdir: str, seed: int) -> list[dict]:
-    """Train SAC on `env_id`, resuming from `workdir`/checkpoint when there is one.
+    """Train SAC on `env_id`, resuming from the newest checkpoint in `workdir` when there is one.
 
     Returns the snapshot list [{step, return, return_std}].
     """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from tqdm import tqdm
-
-    import evaluation
-    import run_outputs
-    from dataset import Dataset, ReplayBuffer
-    from sac import SACLearner
-
     for name in ("start_steps", "snapshot_interval", "checkpoint_interval", "max_steps"):
         if config[name] % config.steps_per_call:
             raise cli.UserError(f"config.{name}={config[name]} must be a multiple of config.steps_per_call={config.steps_per_call}")
@@ -75,29 +51,36 @@ def train(env_id: str, config, workdir: str, seed: int) -> list[dict]:
     agent_key, act_key, env_key, eval_key = jax.random.split(key, 4)
     agent = SACLearner.create(agent_key, jnp.zeros(obs_dim), jnp.zeros(action_dim), config)
     buffer = ReplayBuffer.create(config.max_steps, obs_dim, action_dim)
-    state = {"step": 0, "episodes": 0, "snapshots": [], "env": env_id, "seed": seed,
-             "config": config.to_dict()}
+    state = {"step": 0, "episodes": 0, "snapshots": []}
 
-    checkpoint = os.path.join(workdir, "checkpoint")
-    if os.path.exists(os.path.join(checkpoint, "state.json")):
-        with open(os.path.join(checkpoint, "state.json")) as f:
-            state = json.load(f)
-        if state["env"] != env_id or state["seed"] != seed:
-            raise cli.UserError(f"{workdir} holds a run of {state['env']} seed {state['seed']}; use another --workdir")
-        agent = run_outputs.load_pytree(os.path.join(checkpoint, "agent.msgpack"), agent)
-        with np.load(os.path.join(checkpoint, "buffer.npz")) as f:
-            rows = Dataset(**{k: jnp.asarray(f[k]) for k in f.files})
+    # Checkpoints (the same Checkpointer as the training scripts): the agent, the buffer's valid
+    # rows and the loop counters; the snapshot list is snapshots.json up to the checkpoint.
+    checkpointer = outputs.Checkpointer(workdir, keep=2)
+    if checkpointer.steps():
+        with open(os.path.join(workdir, "behavior.json")) as f:
+            meta = json.load(f)
+        if meta["env"] != env_id or meta["seed"] != seed:
+            raise cli.UserError(f"{workdir} holds a run of {meta['env']} seed {meta['seed']}; use another --workdir")
+        restored = checkpointer.restore({"agent": agent, "rows": buffer.data, "step": 0, "episodes": 0})
+        if restored is None:
+            raise cli.UserError(f"no checkpoint in {checkpointer.folder} could be read back; move it away to start over")
+        step, saved = restored
+        agent = saved["agent"]
+        rows = jax.tree.map(jnp.asarray, saved["rows"])
         rows = rows.replace(dones=rows.dones.at[-1].set(1.0))  # the interrupted episode ends here
         n = rows.size
         buffer = buffer.replace(data=jax.tree.map(lambda b, x: b.at[:n].set(x), buffer.data, rows),
                                 size=jnp.int32(n), cursor=jnp.int32(n % buffer.capacity))
-        print(f"resuming {env_id} from step {state['step']} ({n} transitions in the buffer)")
+        with open(os.path.join(workdir, "snapshots.json")) as f:
+            snapshots = [s for s in json.load(f) if s["step"] <= step]
+        state = {"step": step, "episodes": int(saved["episodes"]), "snapshots": snapshots}
+        print(f"resuming {env_id} from step {step} ({n} transitions in the buffer)")
 
     # What collect.py needs to rebuild the actor from a snapshot file.
-    run_outputs.write_json(os.path.join(workdir, "behavior.json"), {
+    outputs.write_json(os.path.join(workdir, "behavior.json"), {
         "env": env_id, "hidden_dims": list(config.hidden_dims), "obs_dim": obs_dim,
         "action_dim": action_dim, "start_steps": config.start_steps, "seed": seed})
-    writer = run_outputs.MetricsWriter(workdir, tensorboard=True, append=state["step"] > 0)
+    writer = outputs.MetricsWriter(workdir, tensorboard=True, resume_step=state["step"] or None)
     chunk = {k: [] for k in ("obs", "act", "rew", "term", "trunc", "next_obs")}
 
     def reset():
@@ -137,14 +120,15 @@ def train(env_id: str, config, workdir: str, seed: int) -> list[dict]:
             policy = lambda o: agent.sample_actions(o, eval_key, True)  # noqa: E731
             eval_seed = int(jax.random.randint(jax.random.fold_in(eval_key, step), (), 0, 2**30))
             result = evaluation.evaluate(policy, make_env, config.eval_episodes, eval_seed)
-            run_outputs.save_pytree(os.path.join(workdir, "snapshots", f"step_{step + 1:07d}.msgpack"), agent.actor.params)
+            outputs.save_pytree(os.path.join(workdir, "snapshots", f"step_{step + 1:07d}.msgpack"), agent.actor.params)
             state["snapshots"].append({"step": step + 1, "return": result["return"], "return_std": result["return_std"]})
             writer.write("eval", step + 1, seed, {"return": result["return"], "return_std": result["return_std"]})
-            run_outputs.write_json(os.path.join(workdir, "snapshots.json"), state["snapshots"])
+            outputs.write_json(os.path.join(workdir, "snapshots.json"), state["snapshots"])
             bar.set_postfix(eval_return=f"{result['return']:.0f}")
         if (step + 1) % config.checkpoint_interval == 0 or step + 1 == config.max_steps:
             state["step"] = step + 1
-            save_checkpoint(workdir, agent, buffer, state)
+            checkpointer.save(step + 1, {"agent": agent, "rows": buffer.valid(), "step": step + 1,
+                                         "episodes": state["episodes"]})
     bar.close()
     writer.close()
     best = max(state["snapshots"], key=lambda s: s["return"]) if state["snapshots"] else None

@@ -1,8 +1,4 @@
-"""Make D4RL-style Minari datasets for a Gymnasium env from SAC behavior snapshots, offline.
-
-    python collect.py --env=Hopper-v5                       # from the shipped policies
-    python collect.py --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --datasets=medium,expert
-    python collect.py --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --export=behavior_policies/hopper
+"""D4RL-style Minari datasets for a Gymnasium env, made from SAC behavior snapshots, offline.
 
 Datasets, recorded with `minari.DataCollector` under `<namespace>/<env>/<kind>-v0`:
   random         uniformly random actions in [-1, 1]
@@ -15,37 +11,35 @@ Datasets, recorded with `minari.DataCollector` under `<namespace>/<env>/<kind>-v
   expert         the best snapshot
   medium-expert  medium's steps followed by expert's steps
 Behavior actions are sampled from the stochastic policy, as D4RL. Every random draw (actions,
-episode resets) derives from --seed, so the same seed rebuilds identical arrays. The metadata
+episode resets) derives from the seed, so the same seed rebuilds identical arrays. The metadata
 holds the evaluation env and `ref_min_score` / `ref_max_score`: the mean returns of the random
-and the expert policy over --ref_episodes episodes, so the normalised score works.
+and the expert policy, so the normalised score works.
 
-A behavior folder (a `train_behavior.py` work directory, or a shipped one) holds
+A behavior folder (a `train_behavior.py` work directory, or a shipped one in `policies/`) holds
 `behavior.json` (env, network sizes, warm-up steps), `snapshots.json` ([{step, return}]) and
 `snapshots/step_XXXXXXX.msgpack` (actor parameters).
+
+`ensure_local_dataset` builds a missing `local/<env>/<kind>-v0` from the shipped policies; the
+command line is `python -m behavior.collect`.
 """
 
 import json
 import os
+import shutil
 
-from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
 
-import cli
+import dataset as dataset_lib
+import evaluation
+from behavior.sac import TanhGaussianActor, policy_actions
+from harness import outputs
+from harness.cli import UserError
 
-FLAGS = flags.FlagValues()  # this script's own flags (see cli.py)
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
-SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "behavior_policies")
-
-flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.", flag_values=FLAGS)
-flags.DEFINE_string("behavior", None, f"Behavior folder (default: the shipped one, {SHIPPED}/<env>).", flag_values=FLAGS)
-flags.DEFINE_list("datasets", list(KINDS), f"Which datasets to make, from {KINDS}.", flag_values=FLAGS)
-flags.DEFINE_string("namespace", "local", "Minari namespace of the new dataset ids.", flag_values=FLAGS)
-flags.DEFINE_integer("steps", 1_000_000, "Environment steps per policy (medium-expert records twice this).", flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.", flag_values=FLAGS)
-flags.DEFINE_integer("ref_episodes", 50, "Episodes averaged for ref_min_score / ref_max_score.", flag_values=FLAGS)
-flags.DEFINE_integer("num_envs", 16, "Envs stepped side by side (one batched policy call per step).", flag_values=FLAGS)
-flags.DEFINE_bool("overwrite", False, "Replace datasets that already exist (otherwise they are kept).", flag_values=FLAGS)
-flags.DEFINE_string("export", None, "Instead of collecting, copy the snapshots collect needs to this folder.", flag_values=FLAGS)
-
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies")
 
 
 def env_family(env_id: str) -> str:
@@ -72,9 +66,9 @@ class Behavior:
             with open(os.path.join(path, "snapshots.json")) as f:
                 self.snapshots = sorted(json.load(f), key=lambda s: s["step"])
         except (OSError, ValueError) as e:
-            raise cli.UserError(f"{path} is not a behavior folder (behavior.json, snapshots.json): {e}") from e
+            raise UserError(f"{path} is not a behavior folder (behavior.json, snapshots.json): {e}") from e
         if not self.snapshots:
-            raise cli.UserError(f"{path} has no snapshots yet")
+            raise UserError(f"{path} has no snapshots yet")
         returns = [s["return"] for s in self.snapshots]
         self.expert = max(self.snapshots, key=lambda s: s["return"])
         # D4RL's medium reaches about a third of the best return. Measured from the worst
@@ -85,19 +79,13 @@ class Behavior:
         self.replay = [s for s in self.snapshots if s["step"] < self.medium["step"]]
 
     def params(self, step: int):
-        import jax
-        import jax.numpy as jnp
-
-        import run_outputs
-        from sac import TanhGaussianActor
-
         actor = TanhGaussianActor(tuple(self.meta["hidden_dims"]), self.meta["action_dim"])
         template = actor.init(jax.random.key(0), jnp.zeros((1, self.meta["obs_dim"])))["params"]
         path = os.path.join(self.path, "snapshots", f"step_{step:07d}.msgpack")
         try:
-            return run_outputs.load_pytree(path, template)
+            return outputs.load_pytree(path, template)
         except OSError as e:
-            raise cli.UserError(f"missing snapshot file {path}") from e
+            raise UserError(f"missing snapshot file {path}") from e
 
     def segments(self, kind: str, steps: int) -> list[tuple[str, int | None, int]]:
         """(label, snapshot step or None for random, env steps) for each part of a dataset."""
@@ -122,12 +110,10 @@ class Behavior:
                     parts.append((f"step {snap['step']}", snap["step"], end - begin))
                     begin = end
             return [p for p in parts if p[2] > 0]
-        raise cli.UserError(f"unknown dataset kind {kind!r}; choose from {KINDS}")
+        raise UserError(f"unknown dataset kind {kind!r}; choose from {KINDS}")
 
     def export(self, target: str) -> None:
         """Copy behavior.json, snapshots.json and only the snapshot files collect uses."""
-        import shutil
-
         needed = {self.medium["step"], self.expert["step"], *(s["step"] for s in self.replay)}
         os.makedirs(os.path.join(target, "snapshots"), exist_ok=True)
         for step in sorted(needed):
@@ -141,10 +127,6 @@ class Behavior:
 
 def make_policy(behavior: Behavior, step: int | None, action_dim: int, deterministic: bool = False):
     """A jitted (observations, key) -> actions in [-1, 1]; `step` None is the random policy."""
-    import jax
-
-    from sac import TanhGaussianActor, policy_actions
-
     if step is None:
         return jax.jit(lambda obs, key: jax.random.uniform(key, obs.shape[:-1] + (action_dim,), minval=-1.0, maxval=1.0))
     params = behavior.params(step)
@@ -154,10 +136,6 @@ def make_policy(behavior: Behavior, step: int | None, action_dim: int, determini
 
 def mean_return(env_id: str, policy, key, episodes: int) -> float:
     """Mean return of `policy` (stochastic) over `episodes` vectorized episodes."""
-    import jax
-
-    import evaluation
-
     counter = iter(range(2**31))
     act = lambda obs: policy(obs, jax.random.fold_in(key, next(counter)))  # noqa: E731
     seed = int(jax.random.randint(jax.random.fold_in(key, 2**31), (), 0, 2**30))
@@ -168,10 +146,6 @@ def record(collectors, segments, policies: dict, key, bar_desc: str) -> None:
     """Step the DataCollector-wrapped envs in lockstep through the segments, one batched
     policy call per step for all of them (the order is fixed by their number and `key`, so
     the same arguments record the same episodes)."""
-    import jax
-    import numpy as np
-    from tqdm import tqdm
-
     num_envs = len(collectors)
     env_key, act_key = jax.random.split(key)
     episodes = 0
@@ -203,17 +177,13 @@ def record(collectors, segments, policies: dict, key, bar_desc: str) -> None:
 def make_datasets(env_id: str, behavior: Behavior, kinds, namespace: str, steps: int, seed: int,
                   ref_episodes: int, overwrite: bool = False, num_envs: int = 16) -> list[str]:
     """Record the datasets `kinds` into the local Minari root; returns their ids."""
-    import jax
-    import minari
-
-    import dataset as dataset_lib
-    import evaluation
+    import minari  # heavy: imported when a dataset is made
 
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise cli.UserError(f"unknown dataset kind(s) {unknown}; choose from {KINDS}")
+        raise UserError(f"unknown dataset kind(s) {unknown}; choose from {KINDS}")
     if behavior.meta["env"] != env_id:
-        raise cli.UserError(f"{behavior.path} holds policies for {behavior.meta['env']}, not {env_id}")
+        raise UserError(f"{behavior.path} holds policies for {behavior.meta['env']}, not {env_id}")
     env = evaluation.make_env(env_id)
     action_dim = int(env.action_space.shape[0])
     env.close()
@@ -254,8 +224,6 @@ def make_datasets(env_id: str, behavior: Behavior, kinds, namespace: str, steps:
 
 def save_collected(collectors, ds_id, env_id, kind, segments, ref_min, ref_max) -> None:
     """Write the collectors' episodes as one Minari dataset with D4RL-style metadata."""
-    import evaluation
-
     dataset = collectors[0].create_dataset(
         dataset_id=ds_id,
         eval_env=evaluation.make_env(env_id).spec,  # with RescaleAction when one was needed
@@ -287,9 +255,7 @@ def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> b
     Returns True when it built the dataset; False when the id is not such a local id, has no
     shipped policies, or is already in the local Minari root.
     """
-    import minari
-
-    import dataset as dataset_lib
+    import minari  # heavy: imported when a dataset is made
 
     parts = ds_id.split("/")
     if len(parts) != 3 or parts[0] != "local" or "-v" not in parts[2]:
@@ -305,18 +271,3 @@ def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> b
     make_datasets(env_id, Behavior(shipped_dir(env_id)), [kind], "local", steps, seed, ref_episodes=50)
     return True
 
-
-def main(argv):
-    del argv
-    behavior = Behavior(FLAGS.behavior or shipped_dir(FLAGS.env))
-    if FLAGS.export:
-        behavior.export(FLAGS.export)
-        print(f"exported {FLAGS.env} behavior snapshots to {FLAGS.export}")
-        return
-    ids = make_datasets(FLAGS.env, behavior, FLAGS.datasets, FLAGS.namespace, FLAGS.steps, FLAGS.seed,
-                        FLAGS.ref_episodes, FLAGS.overwrite, FLAGS.num_envs)
-    print("datasets: " + ", ".join(ids))
-
-
-if __name__ == "__main__":
-    cli.run(main, FLAGS)

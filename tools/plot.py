@@ -1,7 +1,7 @@
 """Learning curves and a results table from work directories.
 
-    python plot.py --workdirs='runs/suite/*/*' --out=curves.png
-    python plot.py --workdirs=runs/a,runs/b --labels=IQL,BC --table_out=results.md
+    python -m tools.plot --workdirs='runs/suite/*/*' --out=curves.png
+    python -m tools.plot --workdirs=runs/a,runs/b --labels=IQL,BC --table_out=results.md
 
 Each work directory is one run of train_offline.py / train_finetune.py (one or more seeds):
 its `eval.csv` gives the curve and `config.json` names the dataset and the algorithm. Runs
@@ -24,8 +24,7 @@ import re
 import numpy as np
 from absl import flags
 
-import cli
-import run_outputs
+from harness import cli, outputs
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_list("workdirs", None, "Work directories, or glob patterns matching them.", flag_values=FLAGS)
@@ -135,7 +134,7 @@ def table(pooled: dict) -> str:
             if not rows:
                 cells.append("")
                 continue
-            s = run_outputs.summarize(rows)
+            s = outputs.summarize(rows)
             metrics.add(s["metric"])
             if s["num_seeds"] == 1:  # no spread to show
                 cells.append(f"{s['last_mean']:.1f} ({s['best_mean']:.1f})")
@@ -209,7 +208,7 @@ def main(argv):
     text = table(pooled)
     print(text)
     if FLAGS.table_out:
-        run_outputs.write_text(FLAGS.table_out, text)
+        outputs.write_text(FLAGS.table_out, text)
     if FLAGS.out:
         plot(pooled, FLAGS.out, FLAGS.panel_width, FLAGS.panel_height, FLAGS.columns, FLAGS.title)
         print(f"wrote {FLAGS.out}")

@@ -2,21 +2,50 @@
 
 `Experiment.setup` checks the config, loads the dataset (building a local one from the shipped
 policies when needed), finds and checks the evaluation env, places the data on the seeds'
-device mesh and writes `config.json`; `create_agents` makes one agent per seed; `evaluate`
-runs every seed's episodes side by side and writes `eval.csv` rows; `log_train` writes
-`train.csv` rows; `finish` saves the agents and writes `summary.json`.
+device mesh, writes `config.json` and installs the stop-signal handlers (restored by `close`:
+use the experiment as a context manager). `create_agents` makes one agent per seed;
+`offline_loop` is the offline training loop of both scripts; `evaluate` runs every seed's
+episodes side by side and writes `eval.csv` rows; `log_train` writes `train.csv` rows;
+`finish` saves the agents and writes `summary.json`.
 """
 
 import dataclasses
+import json
 import os
 import signal
 import sys
 import time
 from typing import Any, Callable, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from absl import flags
+from tqdm import tqdm
 
-import cli
+import dataset as dataset_lib
+import evaluation
+from behavior.datasets import ensure_local_dataset
+from harness import cli, multiseed, outputs
+from idql import IDQLLearner
+from learner import IQLLearner
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """What the scripts need to know of an algorithm: its agent class, and what changes when
+    fine-tuning's online phase starts."""
+
+    agent_class: Any
+    for_online_phase: Callable[[Any], Any] = lambda agents: agents
+
+
+# config.algo -> Algorithm (an explicit table, never a name lookup in globals()).
+ALGORITHMS = {
+    "iql": Algorithm(IQLLearner),
+    # IDQL fine-tunes only its critic online; the diffusion actor stays as pretrained.
+    "idql": Algorithm(IDQLLearner, for_online_phase=lambda agents: agents.replace(train_actor=False)),
+}
 
 
 def fail(message: str) -> None:
@@ -42,11 +71,10 @@ def default_workdir(config, dataset: str, seed: int, prefix: str = "") -> str:
 
 def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0") -> None:
     """The flags both training scripts take (everything but --config and their own)."""
-    from absl import flags
-
     flags.DEFINE_string("dataset", default_dataset,
                         "Minari dataset id, or a path to a .hdf5/.h5/.npz file. Ids local/<env>/<kind>-v0 "
-                        "with shipped behavior policies (see collect.py) are built on first use.", flag_values=flag_values)
+                        "with shipped behavior policies (see behavior/collect.py) are built on first use.",
+                        flag_values=flag_values)
     flags.DEFINE_string("workdir", None, "Folder for everything the run writes; an existing one with checkpoints is "
                         "resumed (default: runs/<algo>_<dataset>_seed<seed>).", flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from it.", flag_values=flag_values)
@@ -66,8 +94,6 @@ def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0
 
 def check_same_run(workdir: str, config, run_flags: dict, allow_change: bool) -> None:
     """Resume only the run that wrote the checkpoints: same config and flags, unless allowed."""
-    import json
-
     with open(os.path.join(workdir, "config.json")) as f:
         saved = json.load(f)
     now = json.loads(json.dumps(config.to_dict(), default=str))
@@ -81,14 +107,21 @@ def check_same_run(workdir: str, config, run_flags: dict, allow_change: bool) ->
         print(f"resuming with changed {', '.join(changed)} (--allow_config_change)")
 
 
+def start_jax(flag_values) -> None:
+    """Before JAX's backend starts: one host device per core on a CPU for several seeds, and
+    `jax.distributed.initialize()` for --distributed."""
+    if flag_values.num_seeds < 1:
+        fail(f"--num_seeds must be >= 1, got {flag_values.num_seeds}")
+    request_cpu_devices(flag_values.num_seeds)
+    init_distributed(flag_values.distributed)
+
+
 def init_distributed(enabled: bool) -> None:
     """`jax.distributed.initialize()` for --distributed. On a cluster JAX finds the processes
     itself (SLURM, Open MPI, Kubernetes, Cloud TPU); elsewhere (e.g. several processes on one
     machine) set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID."""
     if not enabled:
         return
-    import jax
-
     num, pid = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
     if (num is None) != (pid is None):
         fail("set both JAX_NUM_PROCESSES and JAX_PROCESS_ID, or neither (cluster auto-detection)")
@@ -98,10 +131,8 @@ def init_distributed(enabled: bool) -> None:
 
 def request_cpu_devices(num_seeds: int) -> None:
     """On a CPU-only machine, ask XLA for one host device per core so seeds train side by
-    side; must run before JAX starts (no effect after, nor on GPU/TPU devices)."""
+    side; must run before JAX's backend starts (no effect after, nor on GPU/TPU devices)."""
     if num_seeds > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        import multiseed
-
         count = multiseed.num_local_cpu_devices(num_seeds)
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
 
@@ -117,7 +148,7 @@ class Experiment:
     ref_min: Optional[float]
     ref_max: Optional[float]
     make_env: Optional[Callable]
-    agent_class: Any
+    algorithm: Algorithm
     writer: Any
     is_main: bool
     eval_keys: list = dataclasses.field(default_factory=list)
@@ -126,20 +157,12 @@ class Experiment:
     stop_signal: Optional[str] = None
     eval_seconds: float = 0.0
     start_time: float = dataclasses.field(default_factory=time.perf_counter)
+    previous_handlers: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def setup(cls, flag_values, config, agent_classes: dict, extra_json: Optional[dict] = None,
-              workdir_prefix: str = "") -> "Experiment":
-        import jax
-
-        import collect
-        import dataset as dataset_lib
-        import evaluation
-        import multiseed
-        import run_outputs
-
-        if config.algo not in agent_classes:
-            fail(f"config.algo={config.algo!r} is not one of {sorted(agent_classes)}")
+    def setup(cls, flag_values, config, extra_json: Optional[dict] = None, workdir_prefix: str = "") -> "Experiment":
+        if config.algo not in ALGORITHMS:
+            fail(f"config.algo={config.algo!r} is not one of {sorted(ALGORITHMS)}")
         seeds = [flag_values.seed + i for i in range(flag_values.num_seeds)]
         try:
             mesh = multiseed.make_mesh(len(seeds), flag_values.num_devices)
@@ -148,7 +171,7 @@ class Experiment:
 
         workdir = flag_values.workdir or default_workdir(config, flag_values.dataset, flag_values.seed, workdir_prefix)
         run_flags = {k: getattr(flag_values, k) for k in ("dataset", "seed", "num_seeds", "env_name")}
-        checkpointer = run_outputs.Checkpointer(workdir, config.get("keep_checkpoints", 3))
+        checkpointer = outputs.Checkpointer(workdir, config.get("keep_checkpoints", 3))
         resuming = bool(checkpointer.steps())
         if resuming:
             check_same_run(workdir, config, run_flags, flag_values.allow_config_change)
@@ -158,7 +181,7 @@ class Experiment:
 
         try:
             if not dataset_lib.is_file_source(flag_values.dataset):
-                collect.ensure_local_dataset(flag_values.dataset)
+                ensure_local_dataset(flag_values.dataset)
             data, info = dataset_lib.load_dataset(flag_values.dataset, config.reward_transform)
         except dataset_lib.DatasetError as e:
             fail(str(e))
@@ -187,7 +210,7 @@ class Experiment:
               f"{len(seeds)} seed(s) on {mesh.devices.size} {jax.devices()[0].platform} device(s); writing to {workdir}")
         is_main = jax.process_index() == 0
         if is_main and not resuming:
-            run_outputs.write_json(os.path.join(workdir, "config.json"), {
+            outputs.write_json(os.path.join(workdir, "config.json"), {
                 "config": config.to_dict(),
                 "flags": run_flags | {"workdir": workdir},
                 "dataset": {"size": data.size, "episodes": info.num_episodes, "reward_scale": info.reward_scale,
@@ -200,7 +223,7 @@ class Experiment:
         eval_keys = [jax.random.split(jax.random.key(s))[1] for s in seeds]
         exp = cls(config=config, seeds=seeds, workdir=workdir, mesh=mesh, data=multiseed.replicate(data, mesh),
                   info=info, ref_min=ref_min, ref_max=ref_max, make_env=make_env,
-                  agent_class=agent_classes[config.algo], writer=None, is_main=is_main, eval_keys=eval_keys,
+                  algorithm=ALGORITHMS[config.algo], writer=None, is_main=is_main, eval_keys=eval_keys,
                   video=flag_values.video, checkpointer=checkpointer)
         exp._install_signal_handlers()
         return exp
@@ -208,22 +231,37 @@ class Experiment:
     # ---- checkpoints, resume, preemption ----
 
     def _install_signal_handlers(self) -> None:
-        """SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to checkpoint and stop."""
+        """SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to checkpoint and stop; `close`
+        puts the previous handlers back."""
         def request_stop(signum, frame):
             del frame
             self.stop_signal = signal.Signals(signum).name
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                signal.signal(sig, request_stop)
+                self.previous_handlers[sig] = signal.signal(sig, request_stop)
             except ValueError:  # not the main thread (e.g. some notebook runners)
                 pass
 
-    def restore(self, state_template: dict) -> Optional[dict]:
-        """The newest checkpoint's state (None for a fresh run), and open the logs to match."""
-        import multiseed
-        import run_outputs
+    def close(self) -> None:
+        """Restore the signal handlers that were there before `setup` and close the logs."""
+        for sig, handler in self.previous_handlers.items():
+            signal.signal(sig, handler)
+        self.previous_handlers.clear()
+        if self.writer is not None:
+            self.writer.close()
 
+    def __enter__(self) -> "Experiment":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def restore(self, state_template) -> Optional[dict]:
+        """The newest checkpoint's state (None for a fresh run), and open the logs to match.
+
+        `state_template` is the state's pytree, or a function of the file's raw contents
+        returning it (for states whose structure depends on what was saved)."""
         pick = state_template if callable(state_template) else (lambda raw: state_template)
         template = lambda raw: multiseed.fetch(pick(raw))  # noqa: E731
         restored = self.checkpointer.restore(template) if self.checkpointer.steps() else None
@@ -235,15 +273,13 @@ class Experiment:
         elif self.checkpointer.steps():
             fail(f"no checkpoint in {self.checkpointer.folder} could be read back; move the folder away to start over")
         if self.is_main:
-            self.writer = run_outputs.MetricsWriter(self.workdir, tensorboard=self.config.tensorboard,
-                                                    resume_step=resume_step)
+            self.writer = outputs.MetricsWriter(self.workdir, tensorboard=self.config.tensorboard,
+                                                resume_step=resume_step)
         return None if restored is None else restored[1]
 
     def checkpoint(self, step: int, state: dict, last_step: int, counter: Optional[int] = None) -> None:
         """Save when `counter` (default: the step) reaches a multiple of checkpoint_interval or
         `last_step`, and when a stop signal arrived (then stop). The file is named by `step`."""
-        import multiseed
-
         interval = self.config.get("checkpoint_interval", 0)
         counter = step if counter is None else counter
         if self.stop_signal or counter == last_step or (interval and counter % interval == 0):
@@ -257,8 +293,6 @@ class Experiment:
     def check_finite(self, step: int, agents, metrics: dict, first: Optional[int] = None) -> None:
         """Stop, naming the step and the quantity, if a loss or a parameter is NaN/inf; the
         last checkpoint (written before this step) stays the newest."""
-        import multiseed
-
         if bool(multiseed.all_finite((metrics, agents))):
             return
         metrics = multiseed.fetch(metrics)
@@ -270,23 +304,43 @@ class Experiment:
         span = f"step {step}" if first >= step else f"steps {first}..{step}"
         fail(f"non-finite {what} in {span}; stopped; {kept}")
 
+    # ---- agents and training ----
+
     def create_agents(self):
         """One agent per seed, stacked on the seed axis and sharded over the mesh."""
-        import jax
-
-        import multiseed
-
         obs, act = self.data.observations[0], self.data.actions[0]
-        create = lambda key: self.agent_class.create(jax.random.split(key)[0], obs, act, self.config)  # noqa: E731
+        agent_class = self.algorithm.agent_class
+        create = lambda key: agent_class.create(jax.random.split(key)[0], obs, act, self.config)  # noqa: E731
         try:
             return multiseed.create_agents(create, self.seeds, self.mesh)
         except ValueError as e:
             fail(str(e))
 
-    def log_train(self, step: int, metrics: dict, extra: Optional[dict] = None) -> None:
-        """Write one train.csv row per seed; stop on a non-finite metric."""
-        import multiseed
+    def offline_loop(self, agents, start: int, last_step: int, log_extra: Optional[dict] = None,
+                     eval_extra: Optional[dict] = None, state_extra: Optional[dict] = None, desc: str = "offline"):
+        """Offline training from step `start` to `last_step`: `steps_per_call` updates per
+        compiled call for all seeds, with logging, evaluation and checkpoints between calls.
 
+        `log_extra` / `eval_extra` are extra columns of train.csv / eval.csv rows; checkpoints
+        hold {"agents", "step", **state_extra}. Returns the trained agents."""
+        config, k = self.config, self.config.steps_per_call
+        with tqdm(total=last_step, initial=start, unit="step", desc=desc, dynamic_ncols=True,
+                  disable=not self.is_main) as bar:
+            for step in range(start + k, last_step + 1, k):
+                agents, metrics = multiseed.update_n(agents, self.data, k, config.batch_size)
+                self.check_finite(step, agents, metrics)
+                bar.update(k)
+                if step % config.log_interval == 0:
+                    self.log_train(step, metrics, log_extra)
+                if self.due(step, config.eval_interval, last_step):
+                    bar.set_postfix(score=f"{self.evaluate(agents, step, eval_extra):.1f}")
+                self.checkpoint(step, {"agents": agents, "step": step, **(state_extra or {})}, last_step)
+        return agents
+
+    # ---- logs and evaluation ----
+
+    def log_train(self, step: int, metrics: dict, extra: Optional[dict] = None) -> None:
+        """Write one train.csv row per seed."""
         metrics = multiseed.fetch(metrics)  # {name: (num_seeds,)}
         if self.is_main:
             for i, seed in enumerate(self.seeds):
@@ -297,8 +351,6 @@ class Experiment:
 
         Returns the mean over seeds of the normalised score (or of the return without refs).
         """
-        import evaluation
-
         tic = time.perf_counter()
         episodes, n = self.config.eval_episodes, len(self.seeds)
         env_seeds = [self._episode_seed(key, step) + j for key in self.eval_keys for j in range(episodes)]
@@ -319,18 +371,11 @@ class Experiment:
     @staticmethod
     def _episode_seed(eval_key, step: int) -> int:
         """Seed of a seed's first evaluation episode at `step` (its eval key folded with the step)."""
-        import jax
-
         return int(jax.random.randint(jax.random.fold_in(eval_key, step), (), 0, 2**30))
 
     def _policy(self, agents, episodes: int) -> Callable:
         """(num_seeds * episodes, obs_dim) observations -> actions, seed i's agent acting on rows
         i * episodes .. (i + 1) * episodes - 1, with its own key."""
-        import jax
-        import jax.numpy as jnp
-
-        import multiseed
-
         acting = agents if jax.process_count() == 1 else jax.device_put(multiseed.fetch(agents), jax.local_devices()[0])
         n, keys = len(self.seeds), jnp.stack(self.eval_keys)
 
@@ -343,8 +388,6 @@ class Experiment:
 
     def record_video(self, agents, step: int) -> Optional[str]:
         """`--video`: the first seed's first evaluation episode at `step`, to <workdir>/video.mp4."""
-        import evaluation
-
         if not self.video or self.make_env is None:
             if self.video and self.is_main:
                 print("--video: no evaluation env is known for this dataset (pass --env_name); no video written")
@@ -369,18 +412,15 @@ class Experiment:
 
     def finish(self, agents, total_updates: int, extra: Optional[dict] = None) -> dict:
         """Save the agents (agent.msgpack) and write summary.json."""
-        import multiseed
-        import run_outputs
-
         wall = time.perf_counter() - self.start_time
         summary = {}
         host = multiseed.fetch(agents)  # every process: a collective under jax.distributed
         if self.is_main:
-            run_outputs.save_pytree(os.path.join(self.workdir, "agent.msgpack"), host)
-            summary = run_outputs.summarize(self.writer.rows.get("eval", []))
+            outputs.save_pytree(os.path.join(self.workdir, "agent.msgpack"), host)
+            summary = outputs.summarize(self.writer.rows.get("eval", []))
             summary.update(steps=total_updates, wall_time_s=wall, eval_time_fraction=self.eval_seconds / wall,
                            **(extra or {}))
-            run_outputs.write_json(os.path.join(self.workdir, "summary.json"), summary)
+            outputs.write_json(os.path.join(self.workdir, "summary.json"), summary)
             self.writer.close()
             if summary.get("metric"):
                 print(f"final {summary['metric']}: {summary['last_mean']:.2f} +- {summary['last_std']:.2f} "

@@ -1,7 +1,7 @@
 """Speed benchmark: steady-state IQL updates/s for the designs and seed layouts in REFERENCE.md.
 
-    python bench.py --quick --json=bench.json      # a few minutes on a laptop CPU
-    python bench.py                                # longer timing windows, more repeats
+    python -m tools.bench --quick --json=bench.json      # a few minutes on a laptop CPU
+    python -m tools.bench                                # longer timing windows, more repeats
 
 Locomotion shapes (obs 11, act 3), batch 256, (256, 256) networks. Each configuration is
 compiled first (compile time reported separately), then timed over several windows; the
@@ -26,9 +26,16 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 from absl import flags
 
-import cli
+import dataset as dataset_lib
+from configs import iql_mujoco
+from harness import cli, multiseed
+from learner import IQLLearner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_bool("quick", False, "Short timing windows (a few minutes in all).", flag_values=FLAGS)
@@ -42,11 +49,6 @@ OBS_DIM, ACT_DIM, BATCH, DATA_SIZE = 11, 3, 256, 100_000
 
 
 def setup():
-    import numpy as np
-
-    import dataset as dataset_lib
-    from configs import iql_mujoco
-
     rng = np.random.default_rng(0)
     arrays = dict(
         observations=rng.standard_normal((DATA_SIZE, OBS_DIM)).astype(np.float32),
@@ -81,12 +83,6 @@ def timed(fn, updates_per_call: int, windows: int, seconds: float) -> tuple[floa
 
 def bench_host_baseline(data, arrays, config, windows, seconds) -> dict:
     """One jitted `update` per step on a batch sampled with NumPy on the host (the peers)."""
-    import jax
-    import numpy as np
-
-    from dataset import Dataset
-    from learner import IQLLearner
-
     agent = [IQLLearner.create(jax.random.key(0), arrays["observations"][0], arrays["actions"][0], config)]
     host = {k: np.asarray(getattr(data, k)) for k in ("observations", "actions", "rewards", "masks", "dones",
                                                        "next_observations")}
@@ -94,7 +90,7 @@ def bench_host_baseline(data, arrays, config, windows, seconds) -> dict:
 
     def step():
         idx = rng.integers(0, DATA_SIZE, BATCH)
-        batch = Dataset(**{k: v[idx] for k, v in host.items()})
+        batch = dataset_lib.Dataset(**{k: v[idx] for k, v in host.items()})
         agent[0], info = agent[0].update(batch)
         jax.block_until_ready(info)
 
@@ -104,11 +100,6 @@ def bench_host_baseline(data, arrays, config, windows, seconds) -> dict:
 
 
 def bench_update_n(data, config, num_steps, num_seeds, windows, seconds, mesh=None) -> dict:
-    import jax
-
-    import multiseed
-    from learner import IQLLearner
-
     mesh = mesh or multiseed.make_mesh(num_seeds, 1)
     create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)  # noqa: E731
     data = multiseed.replicate(data, mesh)
@@ -133,10 +124,6 @@ def bench_update_n(data, config, num_steps, num_seeds, windows, seconds, mesh=No
 
 
 def update_flops(data, config) -> float:
-    import jax
-
-    from learner import IQLLearner
-
     agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
     batch = data.sample(jax.random.key(1), BATCH)
     analysis = IQLLearner.update.lower(agent, batch).compile().cost_analysis()
@@ -146,8 +133,6 @@ def update_flops(data, config) -> float:
 
 def matmul_gflops(windows, seconds) -> float:
     """Throughput of dependent (256 x 256) @ (256 x 256) matmuls, the bulk of an update."""
-    import jax
-
     x = jax.random.normal(jax.random.key(0), (BATCH, 256))
     w = jax.random.normal(jax.random.key(1), (256, 256)) / 16.0
     reps = 200
@@ -163,8 +148,6 @@ def matmul_gflops(windows, seconds) -> float:
 def run_child(spec: str) -> None:
     """Runs in a subprocess: 'N,K' with XLA_FLAGS giving several host devices, or 'N,K,core'
     pinned to one core (one of the independent processes of the `processes` bound)."""
-    import multiseed
-
     num_seeds, num_steps, *core = (int(x) for x in spec.split(","))
     if core:
         os.sched_setaffinity(0, {core[0]})
@@ -177,8 +160,8 @@ def run_child(spec: str) -> None:
 def child_records(specs: list[str], xla_flags: str) -> list[dict]:
     """Run `--child=spec` subprocesses side by side; their records (failures reported)."""
     env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}")
-    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), f"--child={spec}"]
-                              + (["--quick"] if FLAGS.quick else []), env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-m", "tools.bench", f"--child={spec}"]
+                              + (["--quick"] if FLAGS.quick else []), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for spec in specs]
     records = []
     for spec, proc in zip(specs, procs):
@@ -212,8 +195,6 @@ def main(argv):
     if FLAGS.child:
         run_child(FLAGS.child)
         return
-    import jax
-
     data, arrays, config = setup()
     windows, seconds = (3, 2.0) if FLAGS.quick else (5, 5.0)
     platform = jax.devices()[0].platform
@@ -235,8 +216,6 @@ def main(argv):
             if platform == "cpu":
                 record = sharded_record(n, k, devices)
             else:
-                import multiseed
-
                 record = bench_update_n(data, config, k, n, windows, seconds, multiseed.make_mesh(n, devices))
             if record:
                 records.append(record)

@@ -13,13 +13,17 @@ its agent is created from `jax.random.key(s + i)` exactly as that run's is.
 
 import functools
 import math
+import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from dataset import MixedData
 
 SEED_AXIS = "seeds"
 
@@ -116,8 +120,6 @@ def sample_actions(agents: Any, observations: jax.Array, keys: jax.Array, temper
 def compiled_update_n_online(mesh: Mesh, num_steps: int, batch_size: int, mix_offline: bool) -> Callable:
     """Like `compiled_update_n`, but each seed samples from its own replay buffer, or half from
     its buffer and half from the shared offline dataset when `mix_offline`."""
-    from dataset import MixedData
-
     def one(agent, buffer, offline):
         source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
         return agent._update_n(source, num_steps, batch_size)
@@ -178,8 +180,6 @@ def unstack(agents: Any, index: int) -> Any:
 def fetch(tree: Any) -> Any:
     """Device -> host NumPy, gathering the seed axis from all hosts under jax.distributed."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         def gather(x):
             if not isinstance(x, jax.Array) or x.is_fully_addressable:
                 return jax.device_get(x)
@@ -195,7 +195,5 @@ def fetch(tree: Any) -> Any:
 def num_local_cpu_devices(num_seeds: int) -> int:
     """How many host devices to ask XLA for on a CPU-only machine: one per core, at most one
     per seed (one core per device beats one device splitting each small matmul over cores)."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, math.gcd(num_seeds, cores) if num_seeds > 1 else 1)

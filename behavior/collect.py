@@ -1,0 +1,42 @@
+"""Make D4RL-style Minari datasets for a Gymnasium env from SAC behavior snapshots, offline.
+
+    python -m behavior.collect --env=Hopper-v5                   # the 5 kinds, from the shipped policies
+    python -m behavior.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --datasets=medium,expert
+    python -m behavior.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --export=behavior/policies/hopper
+
+The kinds (random, medium, medium-replay, expert, medium-expert) and how each is made are in
+behavior/datasets.py.
+"""
+
+from absl import flags
+
+from behavior.datasets import KINDS, SHIPPED, Behavior, make_datasets, shipped_dir
+from harness import cli
+
+FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
+flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.", flag_values=FLAGS)
+flags.DEFINE_string("behavior", None, f"Behavior folder (default: the shipped one, {SHIPPED}/<env>).", flag_values=FLAGS)
+flags.DEFINE_list("datasets", list(KINDS), f"Which datasets to make, from {KINDS}.", flag_values=FLAGS)
+flags.DEFINE_string("namespace", "local", "Minari namespace of the new dataset ids.", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 1_000_000, "Environment steps per policy (medium-expert records twice this).", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.", flag_values=FLAGS)
+flags.DEFINE_integer("ref_episodes", 50, "Episodes averaged for ref_min_score / ref_max_score.", flag_values=FLAGS)
+flags.DEFINE_integer("num_envs", 16, "Envs stepped side by side (one batched policy call per step).", flag_values=FLAGS)
+flags.DEFINE_bool("overwrite", False, "Replace datasets that already exist (otherwise they are kept).", flag_values=FLAGS)
+flags.DEFINE_string("export", None, "Instead of collecting, copy the snapshots collect needs to this folder.", flag_values=FLAGS)
+
+
+def main(argv):
+    del argv
+    behavior = Behavior(FLAGS.behavior or shipped_dir(FLAGS.env))
+    if FLAGS.export:
+        behavior.export(FLAGS.export)
+        print(f"exported {FLAGS.env} behavior snapshots to {FLAGS.export}")
+        return
+    ids = make_datasets(FLAGS.env, behavior, FLAGS.datasets, FLAGS.namespace, FLAGS.steps, FLAGS.seed,
+                        FLAGS.ref_episodes, FLAGS.overwrite, FLAGS.num_envs)
+    print("datasets: " + ", ".join(ids))
+
+
+if __name__ == "__main__":
+    cli.run(main, FLAGS)
