@@ -227,10 +227,10 @@ def save_collected(collectors, ds_id, env_id, kind, segments, ref_min, ref_max) 
     dataset = collectors[0].create_dataset(
         dataset_id=ds_id,
         eval_env=evaluation.make_env(env_id).spec,  # with RescaleAction when one was needed
-        algorithm_name=f"SAC behavior policy ({kind}), collect.py",
-        author="iql-jax collect.py",
+        algorithm_name=f"SAC behavior policy ({kind}), behavior/collect.py",
+        author="iql-jax behavior/collect.py",
         author_email="none",
-        code_permalink="collect.py",
+        code_permalink="behavior/collect.py",
         description=f"D4RL-style {kind} dataset for {env_id}: "
                     + "; ".join(f"{label} x {n} steps" for label, _, n in segments),
         ref_min_score=ref_min,

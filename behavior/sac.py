@@ -1,6 +1,6 @@
 """Soft Actor-Critic (Haarnoja et al. 2018): the behavior agent that makes offline datasets.
 
-D4RL built its locomotion datasets from SAC policies; `collect.py` does the same with this
+D4RL built its locomotion datasets from SAC policies; `behavior/datasets.py` does the same with this
 agent. It mirrors `learner.py`: pure losses on top, then a `flax.struct.PyTreeNode` agent with
 a fused jitted `update`, a `lax.scan`ned `update_n` and `sample_actions`.
 

@@ -76,7 +76,7 @@ def train(env_id: str, config, workdir: str, seed: int) -> list[dict]:
         state = {"step": step, "episodes": int(saved["episodes"]), "snapshots": snapshots}
         print(f"resuming {env_id} from step {step} ({n} transitions in the buffer)")
 
-    # What collect.py needs to rebuild the actor from a snapshot file.
+    # What behavior/datasets.py needs to rebuild the actor from a snapshot file.
     outputs.write_json(os.path.join(workdir, "behavior.json"), {
         "env": env_id, "hidden_dims": list(config.hidden_dims), "obs_dim": obs_dim,
         "action_dim": action_dim, "start_steps": config.start_steps, "seed": seed})

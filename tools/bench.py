@@ -190,6 +190,37 @@ def processes_record(cores: int, num_steps: int) -> dict | None:
             "compile_s": max(r["compile_s"] for r in records)}
 
 
+def report(records: list[dict], platform: str, cores: int, devices: int, flops: float, gflops: float,
+           ceiling: float) -> None:
+    """Print the table and the ratios against the targets; write --json."""
+    for r in records:
+        r.update(batch_size=BATCH, platform=platform, device_kind=jax.devices()[0].device_kind,
+                 updates_per_s_per_seed=r["updates_per_s"] / r["num_seeds"],
+                 # On a CPU the host devices share the cores the ceiling was measured on.
+                 fraction_of_ceiling=r["updates_per_s"] / (ceiling * (1 if platform == "cpu" else r["devices"])))
+    print("\n| design | K | seeds | devices | updates/s (all seeds) | per seed | of ceiling | compile s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in records:
+        print(f"| {r['design']} | {r['K']} | {r['num_seeds']} | {r['devices']} | {r['updates_per_s']:.0f} | "
+              f"{r['updates_per_s_per_seed']:.0f} | {100 * r['fraction_of_ceiling']:.0f}% | {r['compile_s']:.1f} |")
+
+    baseline = records[0]["updates_per_s"]
+    best_single = max(r["updates_per_s"] for r in records if r["design"] == "update_n")
+    print(f"\none seed: {best_single / baseline:.2f}x the host-sampling baseline (target 1.3x), "
+          f"{100 * best_single / ceiling:.0f}% of the ceiling (target 85%)")
+    one_at = {r["K"]: r["updates_per_s"] for r in records if r["design"] == "update_n"}
+    for r in records:
+        if r["design"] in ("sharded", "processes") and r["num_seeds"] == devices:
+            what = "seeds on as many devices" if r["design"] == "sharded" else "independent one-core processes"
+            print(f"{devices} {what} (K={r['K']}): {r['updates_per_s'] / one_at[r['K']]:.2f}x the total "
+                  f"updates/s of one seed at the same K (target 1.2x for two)")
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump({"machine": {"platform": platform, "device_kind": jax.devices()[0].device_kind, "cores": cores,
+                                   "update_flops": flops, "matmul_gflops": gflops, "ceiling_updates_per_s": ceiling},
+                       "records": records}, f, indent=2)
+
+
 def main(argv):
     del argv
     if FLAGS.child:
@@ -224,32 +255,7 @@ def main(argv):
             if record:
                 records.append(record)
 
-    for r in records:
-        r.update(batch_size=BATCH, platform=platform, device_kind=jax.devices()[0].device_kind,
-                 updates_per_s_per_seed=r["updates_per_s"] / r["num_seeds"],
-                 # On a CPU the host devices share the cores the ceiling was measured on.
-                 fraction_of_ceiling=r["updates_per_s"] / (ceiling * (1 if platform == "cpu" else r["devices"])))
-    print("\n| design | K | seeds | devices | updates/s (all seeds) | per seed | of ceiling | compile s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in records:
-        print(f"| {r['design']} | {r['K']} | {r['num_seeds']} | {r['devices']} | {r['updates_per_s']:.0f} | "
-              f"{r['updates_per_s_per_seed']:.0f} | {100 * r['fraction_of_ceiling']:.0f}% | {r['compile_s']:.1f} |")
-
-    baseline = records[0]["updates_per_s"]
-    best_single = max(r["updates_per_s"] for r in records if r["design"] == "update_n")
-    print(f"\none seed: {best_single / baseline:.2f}x the host-sampling baseline (target 1.3x), "
-          f"{100 * best_single / ceiling:.0f}% of the ceiling (target 85%)")
-    one_at = {r["K"]: r["updates_per_s"] for r in records if r["design"] == "update_n"}
-    for r in records:
-        if r["design"] in ("sharded", "processes") and r["num_seeds"] == devices:
-            what = "seeds on as many devices" if r["design"] == "sharded" else "independent one-core processes"
-            print(f"{devices} {what} (K={r['K']}): {r['updates_per_s'] / one_at[r['K']]:.2f}x the total "
-                  f"updates/s of one seed at the same K (target 1.2x for two)")
-    if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump({"machine": {"platform": platform, "device_kind": jax.devices()[0].device_kind, "cores": cores,
-                                   "update_flops": flops, "matmul_gflops": gflops, "ceiling_updates_per_s": ceiling},
-                       "records": records}, f, indent=2)
+    report(records, platform, cores, devices, flops, gflops, ceiling)
 
 
 if __name__ == "__main__":
