@@ -8,7 +8,12 @@ split, actions clipped and rewards preprocessed (IQL paper, Appendix B / the ori
 - masks = 1 - terminals: 0 only at true terminals, so time-limit truncations bootstrap;
 - dones = episode ends: a terminal, a timeout, or a next observation that does not continue
   the episode; used to split episodes (for the locomotion reward scale);
-- actions clipped to +-(1 - 1e-5), after checking they are inside the action bounds;
+- actions: the env's action bounds [low, high] are mapped affinely onto [-1, 1] (the policy
+  acts there; the env is wrapped in `RescaleAction` to match); values a little outside the
+  bounds are clipped and counted, gross violations are an error; then clipped to
+  +-(1 - 1e-5) as the original;
+- D4RL-format files: rows at timeouts are dropped, as `d4rl.qlearning_dataset` (what the
+  original trained on) does, even when the file holds `next_observations`;
 - rewards: `locomotion` scales by 1000 / (max - min episode return), `antmaze` subtracts 1,
   `none` leaves them. The same (scale, shift) is kept in `DatasetInfo` for online data.
 
@@ -29,8 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 ACTION_CLIP = 1.0 - 1e-5
-# Actions further than this outside the bounds are an error rather than something to clip.
-ACTION_BOUND_TOLERANCE = 1e-4
+# Actions outside the bounds by more than this fraction of the range are an error; less is
+# clipped (some real datasets, e.g. Adroit and Kitchen, hold actions slightly outside).
+MAX_ACTION_VIOLATION = 0.1
 REWARD_TRANSFORMS = ("locomotion", "antmaze", "none")
 
 # D4RL reference returns (random / expert policy) for D4RL-format files whose name starts
@@ -39,7 +45,18 @@ D4RL_REFERENCE_SCORES = {
     "hopper": (-20.272305, 3234.3),
     "halfcheetah": (-280.178953, 12135.0),
     "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
     "antmaze": (0.0, 1.0),
+}
+
+# The Gymnasium env (and gym.make kwargs) to evaluate D4RL locomotion files in. D4RL recorded
+# them on the v2/v3 MuJoCo envs; Gymnasium's -v4 keeps those models, -v5 changed some (e.g.
+# Walker2d's foot friction). D4RL's Ant observations include the 84 contact forces.
+D4RL_ENVS = {
+    "hopper": ("Hopper-v4", {}),
+    "halfcheetah": ("HalfCheetah-v4", {}),
+    "walker2d": ("Walker2d-v4", {}),
+    "ant": ("Ant-v4", {"use_contact_forces": True}),
 }
 
 
@@ -83,6 +100,12 @@ class DatasetInfo:
     ref_min_score: Optional[float] = None  # random-policy return, for the normalised score
     ref_max_score: Optional[float] = None  # expert-policy return
     make_env: Optional[Callable[[], gym.Env]] = None  # evaluation env, when known
+    action_low: tuple = ()  # the env's action bounds, which the dataset's actions were mapped from
+    action_high: tuple = ()
+    actions_rescaled: bool = False  # whether the bounds were not [-1, 1] already
+    clipped_action_rows: int = 0  # rows with an action outside the bounds (then clipped)
+    max_action_violation: float = 0.0  # how far outside, at most
+    dropped_timeout_rows: int = 0  # rows dropped as d4rl.qlearning_dataset drops them
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,13 +164,17 @@ def from_arrays(
     reward_transform: str = "none",
     action_bounds: tuple[Any, Any] = (-1.0, 1.0),
     name: str = "arrays",
+    keep_timeouts: bool = False,
 ) -> tuple[Dataset, DatasetInfo]:
     """Build a `Dataset` from D4RL-style flat arrays (N rows each).
 
-    Without `next_observations`, the next observation of row i is observations[i + 1]; rows
-    whose successor is unknown (timeouts, and a final non-terminal row) are dropped, as D4RL's
-    `qlearning_dataset` does. With it, all rows are kept and an episode also ends wherever
-    next_observations[i] differs from observations[i + 1].
+    Rows at timeouts are dropped, as D4RL's `qlearning_dataset` does (with `keep_timeouts`,
+    for data such as Minari's whose `next_observations` are the true ones, they are kept).
+    Without `next_observations`, the next observation of row i is observations[i + 1], and a
+    final non-terminal row, whose successor is unknown, is dropped too. With it, an episode
+    also ends wherever next_observations[i] differs from observations[i + 1].
+
+    Actions are mapped from `action_bounds` (the env's) onto [-1, 1]; see `scale_actions`.
     """
     if reward_transform not in REWARD_TRANSFORMS:
         raise DatasetError(f"unknown reward_transform {reward_transform!r}; choose one of {REWARD_TRANSFORMS}")
@@ -171,17 +198,9 @@ def from_arrays(
             f"observations {obs.shape[1]}"
         )
 
-    low, high = (np.broadcast_to(np.asarray(b, np.float32), act.shape[1:]) for b in action_bounds)
-    outside = (act < low - ACTION_BOUND_TOLERANCE) | (act > high + ACTION_BOUND_TOLERANCE)
-    if outside.any():
-        row, col = np.argwhere(outside)[0]
-        raise DatasetError(
-            f"{name}: {int(outside.any(axis=1).sum())} action(s) lie outside the action bounds "
-            f"[{low.min()}, {high.max()}] by more than clipping would fix; the first is row {row}, "
-            f"dimension {col}: {act[row, col]}"
-        )
-    act = np.clip(act, -ACTION_CLIP, ACTION_CLIP)
+    act, action_info = scale_actions(act, action_bounds, name)
 
+    dropped_timeouts = 0
     if next_observations is None:
         next_obs = np.concatenate([obs[1:], obs[-1:]])
         dropped = tout.copy()
@@ -191,9 +210,18 @@ def from_arrays(
         keep = ~dropped
         if not keep.any():
             raise DatasetError(f"{name}: no transition has a known next observation")
+        dropped_timeouts = int(tout.sum())
         obs, act, rew, term, next_obs, dones = (x[keep] for x in (obs, act, rew, term, next_obs, dones))
     else:
         next_obs = arrays["next_observations"]
+        if not keep_timeouts and tout.any():
+            keep = ~tout
+            if not keep.any():
+                raise DatasetError(f"{name}: every row is a timeout")
+            dropped_timeouts = int(tout.sum())
+            obs, act, rew, term, tout, next_obs = (x[keep] for x in (obs, act, rew, term, tout, next_obs))
+        # An episode ends at a terminal, a timeout, or where the next row does not continue it
+        # (which is where a dropped timeout row was).
         jumps = np.append(np.linalg.norm(next_obs[:-1] - obs[1:], axis=-1) > 1e-6, True)
         dones = term | tout | jumps
 
@@ -206,8 +234,43 @@ def from_arrays(
         dones=jnp.asarray(dones.astype(np.float32)),
         next_observations=jnp.asarray(next_obs),
     )
-    info = DatasetInfo(name=name, num_episodes=int(dones.sum()), reward_scale=scale, reward_shift=shift)
+    info = DatasetInfo(name=name, num_episodes=int(dones.sum()), reward_scale=scale, reward_shift=shift,
+                       dropped_timeout_rows=dropped_timeouts, **action_info)
     return dataset, info
+
+
+def scale_actions(actions: np.ndarray, bounds: tuple[Any, Any], name: str = "arrays") -> tuple[np.ndarray, dict]:
+    """Actions in the env's bounds [low, high] -> [-1, 1], the policy's range.
+
+    Values outside the bounds by at most `MAX_ACTION_VIOLATION` of the range are clipped into
+    them (and counted in the returned info); more is an error naming how many rows. The result
+    is then clipped to +-(1 - 1e-5), as the original does, so that log-probs stay finite.
+    Returns (scaled actions, the DatasetInfo fields that describe the mapping).
+    """
+    low, high = (np.broadcast_to(np.asarray(b, np.float64), actions.shape[1:]) for b in bounds)
+    width = high - low
+    if not (np.all(np.isfinite(width)) and np.all(width > 0)):
+        raise DatasetError(f"{name}: the action space needs finite bounds with low < high to map onto [-1, 1], "
+                           f"got [{low}, {high}]")
+    violation = np.maximum(low - actions, actions - high) / width  # > 0 outside, as a fraction of the range
+    gross = violation > MAX_ACTION_VIOLATION
+    if gross.any():
+        row, col = np.argwhere(gross)[0]
+        raise DatasetError(
+            f"{name}: {int(gross.any(axis=1).sum())} action row(s) lie outside the action bounds by more than "
+            f"{MAX_ACTION_VIOLATION:.0%} of the range; the first is row {row}, dimension {col}: {actions[row, col]} "
+            f"outside [{low[col]}, {high[col]}]"
+        )
+    outside = violation > 0
+    clipped = np.clip(actions, low, high)
+    rescaled = not (np.allclose(low, -1.0) and np.allclose(high, 1.0))
+    scaled = 2.0 * (clipped - low) / width - 1.0 if rescaled else clipped
+    info = {
+        "action_low": tuple(float(x) for x in low), "action_high": tuple(float(x) for x in high),
+        "actions_rescaled": rescaled, "clipped_action_rows": int(outside.any(axis=1).sum()),
+        "max_action_violation": float(np.max(violation * width, initial=0.0)) if outside.any() else 0.0,
+    }
+    return np.clip(scaled, -ACTION_CLIP, ACTION_CLIP).astype(np.float32), info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,6 +322,14 @@ def load_minari_dataset(dataset_id: str, download: bool = True):
         ) from e
 
 
+def rescale_actions(env: gym.Env, low, high) -> gym.Env:
+    """`env` taking actions in [-1, 1], mapped onto [low, high] (the dataset's bounds)."""
+    space = env.action_space
+    if not (np.allclose(space.low, low) and np.allclose(space.high, high)):
+        raise DatasetError(f"the env's action bounds [{space.low}, {space.high}] are not the dataset's [{low}, {high}]")
+    return gym.wrappers.RescaleAction(env, -1.0, 1.0)
+
+
 def _box_bounds(space: gym.Space, what: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(space, gym.spaces.Box):
         raise DatasetError(f"{what}: IQL needs a continuous (Box) action space, got {space}")
@@ -297,12 +368,15 @@ def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -
         reward_transform=reward_transform,
         action_bounds=_box_bounds(mds.action_space, dataset_id),
         name=dataset_id,
+        keep_timeouts=True,  # Minari stores the true last observation of a truncated episode
     )
     metadata = mds.storage.metadata
 
     def make_env(**kwargs) -> gym.Env:  # kwargs for gym.make, e.g. render_mode
         env = mds.recover_environment(eval_env=True, **kwargs)
-        return gym.wrappers.FlattenObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
+        if isinstance(env.observation_space, gym.spaces.Dict):
+            env = gym.wrappers.FlattenObservation(env)
+        return rescale_actions(env, info.action_low, info.action_high) if info.actions_rescaled else env
 
     return dataset, dataclasses.replace(
         info,
@@ -326,9 +400,17 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
         raise DatasetError(f"cannot read {path}: {type(e).__name__}: {e}") from e
 
 
-def load_file(path: str, reward_transform: str) -> tuple[Dataset, DatasetInfo]:
+def d4rl_env(path: str) -> Optional[tuple[str, dict]]:
+    """(Gymnasium env id, gym.make kwargs) for a file named after a D4RL locomotion env, e.g.
+    'hopper-medium-v2.hdf5' -> ('Hopper-v4', {}); None for other names."""
+    return D4RL_ENVS.get(os.path.basename(path).split("-")[0].lower())
+
+
+def load_file(path: str, reward_transform: str,
+              action_bounds: tuple[Any, Any] = (-1.0, 1.0)) -> tuple[Dataset, DatasetInfo]:
     """Load a D4RL-format .hdf5/.h5 or .npz file with keys observations, actions, rewards,
-    terminals, and optionally timeouts and next_observations."""
+    terminals, and optionally timeouts and next_observations. `action_bounds` are those of
+    the env the data was recorded in (a file does not say)."""
     if not os.path.isfile(path):
         raise DatasetError(f"dataset file {path!r} does not exist")
     arrays = _read_arrays(path)
@@ -340,6 +422,7 @@ def load_file(path: str, reward_transform: str) -> tuple[Dataset, DatasetInfo]:
         timeouts=arrays.get("timeouts"),
         next_observations=arrays.get("next_observations"),
         reward_transform=reward_transform,
+        action_bounds=action_bounds,
         name=os.path.basename(path),
     )
     family = os.path.basename(path).split("-")[0].lower()
@@ -351,10 +434,12 @@ def is_file_source(source: str) -> bool:
     return source.endswith((".hdf5", ".h5", ".npz"))
 
 
-def load_dataset(source: str, reward_transform: str, download: bool = True) -> tuple[Dataset, DatasetInfo]:
-    """A Minari id (e.g. 'mujoco/hopper/medium-v0') or a path to a .hdf5/.h5/.npz file."""
+def load_dataset(source: str, reward_transform: str, download: bool = True,
+                 file_action_bounds: tuple[Any, Any] = (-1.0, 1.0)) -> tuple[Dataset, DatasetInfo]:
+    """A Minari id (e.g. 'mujoco/hopper/medium-v0') or a path to a .hdf5/.h5/.npz file (whose
+    actions lie in `file_action_bounds`; a Minari dataset knows its own)."""
     if is_file_source(source):
-        return load_file(source, reward_transform)
+        return load_file(source, reward_transform, file_action_bounds)
     return load_minari(source, reward_transform, download)
 
 

@@ -31,6 +31,17 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
     return env
 
 
+def action_bounds(env_id: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """The action bounds of `gym.make(env_id)` itself (before any rescaling)."""
+    env = gym.make(env_id, **kwargs)
+    try:
+        if not isinstance(env.action_space, gym.spaces.Box):
+            raise ValueError(f"{env_id} has a {type(env.action_space).__name__} action space; IQL needs a Box")
+        return env.action_space.low, env.action_space.high
+    finally:
+        env.close()
+
+
 def check_env(env: gym.Env, obs_dim: int, action_dim: int, name: str = "the evaluation env") -> None:
     """Raise a clear ValueError when an env cannot run a policy trained on this data."""
     obs_space, act_space = env.observation_space, env.action_space
@@ -42,9 +53,10 @@ def check_env(env: gym.Env, obs_dim: int, action_dim: int, name: str = "the eval
         raise ValueError(f"{name} takes actions of shape {act_space.shape}, but the dataset's have {action_dim}")
     if not (np.allclose(act_space.low, -1.0) and np.allclose(act_space.high, 1.0)):
         raise ValueError(
-            f"{name} has action bounds [{act_space.low.min()}, {act_space.high.max()}]; the IQL policy "
-            "acts in [-1, 1]: wrap the env in gymnasium.wrappers.RescaleAction(env, -1, 1) and "
-            "rescale the dataset's actions the same way"
+            f"{name} has action bounds [{act_space.low.min()}, {act_space.high.max()}], but the policy "
+            "acts in [-1, 1]: make it with evaluation.make_env (or wrap it in "
+            "gymnasium.wrappers.RescaleAction(env, -1, 1)) and map the dataset's actions with "
+            "dataset.scale_actions"
         )
 
 

@@ -137,6 +137,53 @@ def request_cpu_devices(num_seeds: int) -> None:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
 
 
+def load_data(flag_values, config) -> tuple:
+    """The dataset, its info, the evaluation env's constructor (taking actions in [-1, 1]) and
+    the lines to print about what was assumed or changed.
+
+    The env is --env_name, else the dataset's own (Minari), else for a D4RL locomotion file
+    the matching Gymnasium -v4 env. A file's actions are mapped from that env's bounds."""
+    source, env_id, env_kwargs, notes = flag_values.dataset, flag_values.env_name, {}, []
+    is_file = dataset_lib.is_file_source(source)
+    d4rl = dataset_lib.d4rl_env(source) if is_file else None
+    if d4rl and env_id is None:
+        env_id, env_kwargs = d4rl
+        notes.append(f"{os.path.basename(source)} is named as a D4RL {env_id.split('-')[0]} file: evaluating in "
+                     f"{env_id}{' ' + str(env_kwargs) if env_kwargs else ''} (D4RL recorded the MuJoCo models that "
+                     "Gymnasium's -v4 envs keep; pass --env_name for another env)")
+    elif d4rl and env_id.endswith("-v5"):
+        notes.append(f"note: {env_id} changed some MuJoCo models after D4RL recorded {os.path.basename(source)}; "
+                     f"{d4rl[0]} keeps them")
+    try:
+        bounds = evaluation.action_bounds(env_id, **env_kwargs) if env_id else None
+    except Exception as e:  # unknown env id, missing extras
+        fail(f"evaluation env {env_id}: {type(e).__name__}: {e}")
+    try:
+        if not is_file:
+            ensure_local_dataset(source)
+        data, info = dataset_lib.load_dataset(source, config.reward_transform,
+                                              file_action_bounds=bounds if is_file and bounds else (-1.0, 1.0))
+    except dataset_lib.DatasetError as e:
+        fail(str(e))
+    # (Data in [-1, 1] may have been recorded through RescaleAction, as evaluation.make_env makes the env.)
+    if bounds is not None and info.actions_rescaled and not (
+            np.allclose(bounds[0], info.action_low) and np.allclose(bounds[1], info.action_high)):
+        fail(f"--env_name={env_id} has action bounds [{bounds[0]}, {bounds[1]}], but {source} was recorded with "
+             f"[{list(info.action_low)}, {list(info.action_high)}]")
+    make_env = info.make_env
+    if env_id:
+        make_env = lambda **kwargs: evaluation.make_env(env_id, **env_kwargs, **kwargs)  # noqa: E731
+    if info.actions_rescaled:
+        notes.append(f"actions mapped from the env's bounds [{min(info.action_low):g}, {max(info.action_high):g}] "
+                     "onto [-1, 1]; the policy acts there and the env is wrapped in RescaleAction")
+    if info.clipped_action_rows:
+        notes.append(f"clipped {info.clipped_action_rows} action row(s) into the bounds (at most "
+                     f"{info.max_action_violation:.3g} outside)")
+    if info.dropped_timeout_rows:
+        notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
+    return data, info, make_env, notes
+
+
 @dataclasses.dataclass
 class Experiment:
     config: Any
@@ -179,20 +226,11 @@ class Experiment:
             fail(f"{workdir} already holds a run without checkpoints; choose another --workdir or move it away")
         os.makedirs(workdir, exist_ok=True)
 
-        try:
-            if not dataset_lib.is_file_source(flag_values.dataset):
-                ensure_local_dataset(flag_values.dataset)
-            data, info = dataset_lib.load_dataset(flag_values.dataset, config.reward_transform)
-        except dataset_lib.DatasetError as e:
-            fail(str(e))
+        data, info, make_env, notes = load_data(flag_values, config)
         if config.batch_size > data.size:
             fail(f"config.batch_size={config.batch_size} is larger than the dataset ({data.size} transitions)")
         ref_min = config.ref_min_score if config.ref_min_score is not None else info.ref_min_score
         ref_max = config.ref_max_score if config.ref_max_score is not None else info.ref_max_score
-
-        make_env = info.make_env
-        if flag_values.env_name:
-            make_env = lambda **kwargs: evaluation.make_env(flag_values.env_name, **kwargs)  # noqa: E731
         obs_dim, action_dim = data.observations.shape[1], data.actions.shape[1]
         if make_env is not None or config.eval_episodes > 0:
             if make_env is None:
@@ -208,13 +246,21 @@ class Experiment:
         print(f"{info.name}: {data.size} transitions, {info.num_episodes} episodes, obs {obs_dim}, act {action_dim}; "
               f"rewards x{info.reward_scale:.4g} {info.reward_shift:+g}; reference returns {ref_min} / {ref_max}; "
               f"{len(seeds)} seed(s) on {mesh.devices.size} {jax.devices()[0].platform} device(s); writing to {workdir}")
+        for note in notes:
+            print(note)
         is_main = jax.process_index() == 0
         if is_main and not resuming:
             outputs.write_json(os.path.join(workdir, "config.json"), {
                 "config": config.to_dict(),
                 "flags": run_flags | {"workdir": workdir},
                 "dataset": {"size": data.size, "episodes": info.num_episodes, "reward_scale": info.reward_scale,
-                            "reward_shift": info.reward_shift, "ref_min_score": ref_min, "ref_max_score": ref_max},
+                            "reward_shift": info.reward_shift, "ref_min_score": ref_min, "ref_max_score": ref_max,
+                            "dropped_timeout_rows": info.dropped_timeout_rows,
+                            # The policy acts in [-1, 1]; the env's bounds [low, high] map onto it.
+                            "actions": {"low": info.action_low, "high": info.action_high,
+                                        "rescaled_to_unit_box": info.actions_rescaled,
+                                        "clipped_rows": info.clipped_action_rows,
+                                        "max_violation": info.max_action_violation}},
                 "devices": [str(d) for d in mesh.devices.flat],
                 "command": " ".join(sys.argv),
                 **(extra_json or {}),

@@ -81,11 +81,49 @@ def test_flat_arrays_without_next_observations_drop_unknown_successors():
 def test_locomotion_reward_scaling_hand_value():
     arrays = toy_arrays()
     arrays["next_observations"] = arrays["observations"] + 1
-    data, info = dataset_lib.from_arrays(**arrays, reward_transform="locomotion")
+    data, info = dataset_lib.from_arrays(**arrays, reward_transform="locomotion", keep_timeouts=True)
     # Episodes return 3 and 1 + 2 + 2 + 2 = 7 -> scale 1000 / (7 - 3) = 250.
     assert info.reward_scale == pytest.approx(250.0) and info.reward_shift == 0.0
     np.testing.assert_allclose(data.rewards, arrays["rewards"] * 250.0)
     np.testing.assert_array_equal(data.dones, [0, 0, 1, 0, 0, 0, 1])
+
+
+def test_timeout_rows_are_dropped_as_qlearning_dataset_even_with_next_observations():
+    arrays = toy_arrays()
+    arrays["timeouts"] = np.array([0, 0, 0, 0, 1, 0, 0], np.float32)  # a time limit after row 4
+    arrays["next_observations"] = arrays["observations"] + 1
+    data, info = dataset_lib.from_arrays(**arrays)
+    # Row 4 goes; row 3's episode ends there (its successor, row 5, does not continue it).
+    np.testing.assert_array_equal(data.observations[:, 0], [0, 1, 2, 3, 5, 6])
+    np.testing.assert_array_equal(data.dones, [0, 0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(data.masks, [1, 1, 0, 1, 1, 1])
+    assert info.dropped_timeout_rows == 1 and info.num_episodes == 3
+    kept, kept_info = dataset_lib.from_arrays(**arrays, keep_timeouts=True)  # Minari: true last observations
+    assert kept.size == 7 and kept_info.dropped_timeout_rows == 0
+
+
+def test_actions_are_mapped_from_the_env_bounds_onto_the_unit_box():
+    arrays = toy_arrays()
+    arrays["actions"] = np.array([-3, -1.5, 0, 1.5, 3, 2, -2], np.float32)[:, None]
+    data, info = dataset_lib.from_arrays(**arrays, action_bounds=(-3.0, 3.0))
+    np.testing.assert_allclose(data.actions[:, 0], [-(1 - 1e-5), -0.5, 0, 0.5, 1 - 1e-5, 2 / 3], rtol=1e-6)
+    assert info.actions_rescaled and info.action_low == (-3.0,) and info.action_high == (3.0,)
+    assert info.clipped_action_rows == 0
+    # Per dimension, with asymmetric bounds: [0, 10] -> [-1, 1].
+    scaled, info = dataset_lib.scale_actions(np.array([[0.0, -0.4], [5.0, 0.4], [10.0, 0.0]]), ([0, -0.4], [10, 0.4]))
+    np.testing.assert_allclose(scaled, [[-(1 - 1e-5), -(1 - 1e-5)], [0, 1 - 1e-5], [1 - 1e-5, 0]], atol=1e-6)
+
+
+def test_slightly_outside_actions_are_clipped_and_counted_gross_ones_refused():
+    actions = np.array([[0.5, 1.04], [-1.02, 0.0], [0.0, 0.0]], np.float32)  # two rows outside [-1, 1]
+    scaled, info = dataset_lib.scale_actions(actions, (-1.0, 1.0))
+    assert info["clipped_action_rows"] == 2 and info["max_action_violation"] == pytest.approx(0.04, abs=1e-6)
+    assert not info["actions_rescaled"] and float(np.abs(scaled).max()) == pytest.approx(1 - 1e-5)
+    # More than 10% of the range (0.2 here) outside is refused, with the count of such rows.
+    with pytest.raises(DatasetError, match="2 action row\\(s\\) lie outside the action bounds by more than 10%"):
+        dataset_lib.scale_actions(np.array([[1.3, 0.0], [0.0, -1.25], [1.1, 0.0]]), (-1.0, 1.0))
+    with pytest.raises(DatasetError, match="finite bounds"):
+        dataset_lib.scale_actions(actions, (-np.inf, np.inf))
 
 
 def test_antmaze_and_none_reward_transforms():
@@ -150,7 +188,7 @@ def bad(**changes):
         (bad(rewards=np.ones(5)), "different lengths"),
         (bad(observations=np.full((7, 1), np.nan)), "'observations' has 7 NaN/inf"),
         (bad(rewards=np.array([1, 1, np.inf, 1, 1, 1, 1.0])), "'rewards' has 1 NaN/inf value\\(s\\), the first at row 2"),
-        (bad(actions=np.full((7, 1), 1.5)), "outside the action bounds"),
+        (bad(actions=np.full((7, 1), 1.5)), "7 action row\\(s\\) lie outside the action bounds"),
         (bad(actions=np.array([["a"]] * 7)), "'actions' must be a numeric array"),
         (bad(observations=np.zeros(7)), "'observations' must have 2 dimension"),
         ({k: v[:0] for k, v in toy_arrays().items()}, "empty"),
@@ -182,7 +220,7 @@ def test_single_return_cannot_be_locomotion_scaled():
     arrays["rewards"] = np.array([1, 1, 2, 1, 1, 1, 1], np.float32)  # both episodes return 4
     arrays["next_observations"] = arrays["observations"] + 1
     with pytest.raises(DatasetError, match="reward_transform='none'"):
-        dataset_lib.from_arrays(**arrays, reward_transform="locomotion")
+        dataset_lib.from_arrays(**arrays, reward_transform="locomotion", keep_timeouts=True)
 
 
 def test_unknown_minari_id_names_id_and_root(minari_root):

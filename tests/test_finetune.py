@@ -3,16 +3,18 @@
 import json
 import os
 
+import gymnasium as gym
+import minari
 import numpy as np
 import pytest
-from conftest import read_csv, run_main, toy_args
+import toy_env
+from conftest import ROOT, read_csv, run_main, toy_args
 
 import dataset as dataset_lib
 import train_finetune
 import train_offline
-from harness import cli
+from harness import cli, outputs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = f"--config={ROOT}/configs/iql_mujoco_finetune.py:smoke"
 
 
@@ -87,3 +89,51 @@ def test_buffer_seeded_with_the_dataset(toy):
     assert float(buffer.data.masks[data.size]) == 1.0 and float(buffer.data.dones[data.size]) == 1.0
     with pytest.raises(dataset_lib.DatasetError, match="buffer_size"):
         dataset_lib.ReplayBuffer.from_dataset(data, data.size - 1)
+
+
+def wide_minari_dataset(dataset_id: str, episodes: int = 40, seed: int = 0) -> str:
+    """A Minari dataset recorded in the raw [-3, 3] env: a behavior pushing left, uniform in [-3, 0]."""
+    env_id = toy_env.register_wide()
+    collector = minari.DataCollector(gym.make(env_id))
+    rng = np.random.default_rng(seed)
+    for e in range(episodes):
+        collector.reset(seed=seed * 1000 + e)
+        for _ in range(toy_env.STEPS):
+            collector.step(rng.uniform(-3.0, 0.0, (1,)).astype(np.float32))
+    collector.create_dataset(dataset_id, eval_env=env_id, algorithm_name="left", ref_min_score=0.0,
+                             ref_max_score=30.0)
+    collector.close()
+    return env_id
+
+
+def test_env_with_bounds_of_3_trains_evaluates_and_fine_tunes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    wide_minari_dataset("test/widereach/left-v0")
+
+    # The policy's +1 reaches the raw env as +3, in the env the dataset's metadata names.
+    data, info = dataset_lib.load_dataset("test/widereach/left-v0", "none")
+    env = info.make_env()
+    env.reset(seed=0)
+    env.step(np.array([1.0], np.float32))
+    assert env.unwrapped.last_action == pytest.approx(3.0)
+    # The dataset's actions, uniform in [-3, 0], now lie in [-1, 0].
+    actions = np.asarray(data.actions[:, 0])
+    assert actions.min() < -0.95 and actions.max() <= 0.0 and info.actions_rescaled
+
+    workdir = tmp_path / "run"
+    run_main(train_finetune, f"--config={ROOT}/configs/iql_mujoco_finetune.py:smoke",
+             "--dataset=test/widereach/left-v0", f"--workdir={workdir}", "--config.hidden_dims=(16,16)",
+             "--config.reward_transform=none", "--config.tensorboard=False", "--config.online_steps=60",
+             "--config.eval_interval=50")
+    saved = json.loads((workdir / "config.json").read_text())["dataset"]["actions"]
+    assert saved == {"low": [-3.0], "high": [3.0], "rescaled_to_unit_box": True, "clipped_rows": 0,
+                     "max_violation": 0.0}
+    evals = read_csv(workdir / "eval.csv")
+    assert {r["phase"] for r in evals} == {"offline", "online"}
+    assert all(np.isfinite(float(r["normalized_score"])) for r in evals)
+    # The buffer holds the dataset's scaled actions, then the policy's own, all in [-1, 1].
+    newest = outputs.Checkpointer(str(workdir)).steps()[0]
+    state = outputs.load_pytree(outputs.Checkpointer(str(workdir)).path(newest), lambda raw: raw)
+    stored = np.asarray(state["buffers"]["data"]["actions"])[0, : data.size + 60, 0]
+    np.testing.assert_allclose(stored[: data.size], actions)
+    assert np.abs(stored[data.size:]).max() <= 1.0 and np.abs(stored[data.size:]).max() > 0

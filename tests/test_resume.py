@@ -129,7 +129,7 @@ def test_fine_tuning_resume_restores_buffer_and_env_steps(toy, tmp_path):
     with open(outputs.Checkpointer(str(workdir)).path(newest), "rb") as f:
         state = flax.serialization.msgpack_restore(f.read())
     assert int(state["online"]) == 1 and int(state["env_step"]) == 60
-    offline_rows = 1800  # the toy dataset
+    offline_rows = 60 * 29  # the toy dataset: 60 episodes of 30 steps, less their timeout rows
     assert int(np.asarray(state["buffers"]["size"])[0]) == offline_rows + 60
     # Continue the same run for 60 more env steps: buffer and counters carry on.
     run_main(train_finetune, *toy_args(toy, workdir, *common[1:], "--config.online_steps=120", "--allow_config_change"))

@@ -65,25 +65,55 @@ def _smoke_config():
     return config
 
 
-def test_hdf5_file_with_env_name(tmp_path):
+def test_d4rl_named_file_evaluates_in_the_v4_env_and_other_files_need_env_name(tmp_path, capsys):
     import h5py
 
     rng = np.random.default_rng(0)
     n = 300
-    path = tmp_path / "hopper-random-v2.hdf5"
-    with h5py.File(path, "w") as f:
-        f["observations"] = rng.standard_normal((n, 11)).astype(np.float32)
-        f["actions"] = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
-        f["rewards"] = rng.standard_normal(n).astype(np.float32)
-        f["terminals"] = (np.arange(n) % 50 == 49).astype(np.float32)
-        f["timeouts"] = np.zeros(n, np.float32)
-    workdir = tmp_path / "run"
+    arrays = {"observations": rng.standard_normal((n, 11)).astype(np.float32),
+              "actions": rng.uniform(-1, 1, (n, 3)).astype(np.float32),
+              "rewards": rng.standard_normal(n).astype(np.float32),
+              "terminals": (np.arange(n) % 50 == 49).astype(np.float32), "timeouts": np.zeros(n, np.float32)}
+    for name in ("hopper-random-v2.hdf5", "my-data.hdf5"):
+        with h5py.File(tmp_path / name, "w") as f:
+            for k, v in arrays.items():
+                f[k] = v
     with pytest.raises(cli.UserError, match="--env_name"):
-        run_main(train_offline, SMOKE, f"--dataset={path}", f"--workdir={workdir}")
-    run_main(train_offline, SMOKE, f"--dataset={path}", f"--workdir={tmp_path / 'run2'}", "--env_name=Hopper-v5",
+        run_main(train_offline, SMOKE, f"--dataset={tmp_path / 'my-data.hdf5'}", f"--workdir={tmp_path / 'run'}")
+    # A file named after a D4RL env needs no --env_name: its -v4 env, said in the first lines.
+    capsys.readouterr()
+    run_main(train_offline, SMOKE, f"--dataset={tmp_path / 'hopper-random-v2.hdf5'}", f"--workdir={tmp_path / 'run2'}",
              "--config.max_steps=100", "--config.eval_episodes=1", "--config.tensorboard=False")
+    assert "evaluating in Hopper-v4" in capsys.readouterr().out
     evals = read_csv(tmp_path / "run2" / "eval.csv")
     assert len(evals) == 1 and evals[0]["normalized_score"] != ""
+    # --env_name wins; a v5 env for a D4RL file gets a note.
+    run_main(train_offline, SMOKE, f"--dataset={tmp_path / 'hopper-random-v2.hdf5'}", f"--workdir={tmp_path / 'run3'}",
+             "--env_name=Hopper-v5", "--config.max_steps=50", "--config.steps_per_call=50", "--config.log_interval=50",
+             "--config.eval_interval=50", "--config.checkpoint_interval=50", "--config.eval_episodes=1",
+             "--config.tensorboard=False")
+    assert "Hopper-v5 changed some MuJoCo models" in capsys.readouterr().out
+
+
+def test_file_actions_are_mapped_from_the_env_name_bounds(tmp_path):
+    import toy_env
+
+    data = tmp_path / "wide.npz"
+    toy_env.left_only_dataset(data, episodes=10)
+    with np.load(data) as f:
+        arrays = dict(f)
+    arrays["actions"] = arrays["actions"] * 3.0  # recorded in the raw [-3, 3] env: actions in [-3, 0]
+    arrays["actions"][0] = -3.1  # a little outside: clipped and counted
+    np.savez(data, **arrays)
+    workdir = tmp_path / "run"
+    run_main(train_offline, SMOKE, f"--dataset={data}", f"--env_name={toy_env.register_wide()}", f"--workdir={workdir}",
+             "--config.hidden_dims=(16,16)", "--config.tensorboard=False", "--config.reward_transform=none")
+    saved = json.loads((workdir / "config.json").read_text())["dataset"]
+    assert saved["actions"]["low"] == [-3.0] and saved["actions"]["rescaled_to_unit_box"]
+    assert saved["actions"]["clipped_rows"] == 1 and saved["actions"]["max_violation"] == pytest.approx(0.1, abs=1e-5)
+    assert saved["dropped_timeout_rows"] == 10  # one per episode, as d4rl.qlearning_dataset
+    assert saved["size"] == 10 * (toy_env.STEPS - 1)
+    assert len(read_csv(workdir / "eval.csv")) == 2
 
 
 def test_unknown_dataset_is_a_clear_error(minari_root, tmp_path):

@@ -38,6 +38,23 @@ class Reach(gym.Env):
         return np.array([self.x], np.float32), reward, False, False, {}
 
 
+class WideReach(Reach):
+    """Reach with action bounds [-3, 3] (as e.g. InvertedPendulum's): the same dynamics per unit
+    of the range, and the raw action it last received kept in `last_action`."""
+
+    action_space = gym.spaces.Box(-3.0, 3.0, (1,), np.float32)
+
+    def step(self, action):
+        self.last_action = float(np.asarray(action).reshape(-1)[0])
+        return super().step(np.asarray(action) / 3.0)
+
+
+def register_wide() -> str:
+    if "ToyReachWide-v0" not in gym.registry:
+        gym.register("ToyReachWide-v0", entry_point="toy_env:WideReach", max_episode_steps=STEPS)
+    return "ToyReachWide-v0"
+
+
 def register() -> str:
     if "ToyReach-v0" not in gym.registry:
         gym.register("ToyReach-v0", entry_point=Reach, max_episode_steps=STEPS)
