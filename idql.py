@@ -5,7 +5,8 @@ with a diffusion behavior policy whose samples the critic selects.
   value loss f generalised (`value_objective`, the original's `critic_objective`):
       expectile    |tau - 1(u < 0)| u^2                  V -> the tau-expectile of Q (IQL)
       quantile     |tau - 1(u < 0)| |u|                  V -> the tau-quantile of Q
-      exponential  (exp(k u) - k u - 1) / k^2, k = `exp_scale`   V -> log E[exp(k Q)] / k
+      exponential  dL/dV = -(w(k u) - 1), w = exp (linear past u = log 6 / k), k = `exp_scale`
+                   V -> log E[exp(k Q)] / k (a soft maximum) while k u stays below log 6
 - Actor: a DDPM noise model eps(a_t, s, t) trained on the plain denoising loss
       L(theta) = E_{t, eps} || eps - eps_theta(sqrt(abar_t) a + sqrt(1 - abar_t) eps, s, t) ||^2
   on dataset actions; it never reads Q. An EMA copy of its parameters samples.
@@ -22,6 +23,7 @@ Usage::
 """
 
 import functools
+import math
 from typing import Any, Callable, Mapping, Optional
 
 import flax.struct as struct
@@ -32,7 +34,6 @@ from flax.training.train_state import TrainState
 
 import learner
 from learner import (
-    actor_adam,
     check_hyperparameters,
     critic_step,
     expectile_loss,
@@ -40,7 +41,7 @@ from learner import (
     scan_updates,
     value_step,
 )
-from networks import BETA_SCHEDULES, CriticEnsemble, DiffusionNoiseModel, ValueCritic
+from networks import BETA_SCHEDULES, CriticEnsemble, DiffusionNoiseModel, ValueCritic, xavier_init
 
 VALUE_OBJECTIVES = ("expectile", "quantile", "exponential")
 SELECTIONS = ("argmax", "resample")
@@ -56,7 +57,9 @@ DEFAULTS = {
     "diffusion_hidden_dim": 256,  # LN-ResNet width
     "diffusion_blocks": 3,
     "diffusion_dropout": 0.1,
-    "time_dim": 64,  # Fourier time features
+    "time_dim": 128,  # Fourier time features; the conditioning MLP is (2 time_dim, 2 time_dim)
+    "actor_weight_decay": 1e-4,  # AdamW's, optax's default, as the original's optax.adamw
+    "decay_steps": 0,  # cosine decay of the actor's rate over this many steps (0: max_steps)
     "ema_rate": 0.001,  # Polyak rate of the sampling copy of the noise model
     "num_samples": 64,  # candidate actions per state when acting
     "selection": "argmax",  # 'argmax' of min Q (IDQL-A) or 'resample' by the implied weights
@@ -69,10 +72,22 @@ HYPERPARAMETER_RANGES = {
     "diffusion_dropout": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
     "diffusion_steps": (lambda x: x >= 1, ">= 1"),
     "num_samples": (lambda x: x >= 1, ">= 1"),
+    "actor_weight_decay": (lambda x: x >= 0.0, ">= 0"),
+    "decay_steps": (lambda x: x >= 0, ">= 0"),
 }
 
-# exp(k u) is clipped here so that a few large advantages cannot overflow the loss.
-MAX_EXP_ARG = 10.0
+# The exponential objective's weight exp(k u) grows linearly past k u = log 6, so that the
+# largest advantages keep pulling V up (a hard clip would zero their gradient). The original
+# clips at log 6 and also offers this linear form ('first'): jaxrl5/agents/ddpm_iql/
+# ddpm_iql_learner.py:24-37.
+EXP_WEIGHT_KNOT = math.log(6.0)
+
+
+def exponential_weight(x: jax.Array) -> jax.Array:
+    """exp(x) up to x = log 6, then its tangent line: continuous, increasing, no overflow."""
+    knot = math.exp(EXP_WEIGHT_KNOT)
+    return jnp.where(x < EXP_WEIGHT_KNOT, jnp.exp(jnp.minimum(x, EXP_WEIGHT_KNOT)),
+                     knot * (1.0 + x - EXP_WEIGHT_KNOT))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,13 +101,12 @@ def quantile_loss(diff: jax.Array, tau: float | jax.Array) -> jax.Array:
 
 
 def exponential_loss(diff: jax.Array, scale: float | jax.Array) -> jax.Array:
-    """(exp(k u) - k u - 1) / k^2 with k = `scale`, elementwise.
-
-    Its minimiser is V = log E[exp(k Q)] / k, a soft maximum over dataset actions; ~u^2 / 2
-    for small k u.
+    """(sg[w(k u)] - 1) * u with k = `scale`, elementwise, as the original: its gradient in V
+    is -(w(k u) - 1), zero where E[w(k (Q - V))] = 1, i.e. V = log E[exp(k Q)] / k while
+    k u < log 6 (a soft maximum over dataset actions), and monotone in u everywhere.
     """
-    z = jnp.minimum(scale * diff, MAX_EXP_ARG)
-    return (jnp.exp(z) - z - 1.0) / scale**2
+    weight = jax.lax.stop_gradient(exponential_weight(scale * diff))
+    return (weight - 1.0) * diff
 
 
 def value_objective_loss(objective: str, tau, scale) -> Callable[[jax.Array], jax.Array]:
@@ -109,7 +123,7 @@ def value_objective_loss(objective: str, tau, scale) -> Callable[[jax.Array], ja
 def critic_implied_weights(advantages: jax.Array, objective: str, tau, scale) -> jax.Array:
     """IDQL's implicit-actor weights w(A) = |f'(A)| / |A| of value loss f, for resampling
     behavior samples: expectile |tau - 1(A < 0)|, quantile |tau - 1(A < 0)| / |A|,
-    exponential (exp(k A) - 1) / (k A)."""
+    exponential (w(k A) - 1) / (k A), increasing in A."""
     asymmetric = jnp.where(advantages < 0, 1.0 - tau, tau)
     if objective == "expectile":
         return asymmetric
@@ -117,8 +131,7 @@ def critic_implied_weights(advantages: jax.Array, objective: str, tau, scale) ->
     if objective == "quantile":
         return asymmetric / jnp.abs(safe)
     if objective == "exponential":
-        z = jnp.minimum(scale * safe, MAX_EXP_ARG)
-        return jnp.expm1(z) / (scale * safe)
+        return (exponential_weight(scale * safe) - 1.0) / (scale * safe)
     raise ValueError(f"unknown value objective {objective!r}; choose one of {VALUE_OBJECTIVES}")
 
 
@@ -157,6 +170,16 @@ def ddpm_sample(apply_fn, params, observations, key, betas, alpha_hats, temperat
 
     x, _ = jax.lax.scan(step, x, jnp.arange(betas.shape[0])[::-1])
     return x
+
+
+def actor_adamw(config: Mapping) -> optax.GradientTransformation:
+    """AdamW (weight decay `actor_weight_decay`) at `actor_lr`, cosine-decayed to 0 over
+    `decay_steps` (else `max_steps`) with `cosine_decay`: the original's optax.adamw
+    (ddpm_iql_simple/ddpm_iql_learner.py:97-119)."""
+    learning_rate = config["actor_lr"]
+    if config["cosine_decay"]:
+        learning_rate = optax.cosine_decay_schedule(learning_rate, int(config["decay_steps"] or config["max_steps"]))
+    return optax.adamw(learning_rate, weight_decay=float(config["actor_weight_decay"]))
 
 
 class IDQLLearner(struct.PyTreeNode):
@@ -209,12 +232,13 @@ class IDQLLearner(struct.PyTreeNode):
                                         int(config["diffusion_blocks"]), int(config["time_dim"]),
                                         float(config["diffusion_dropout"]))
         actor_params = actor_def.init(actor_key, actions, observations, jnp.zeros((1, 1)))["params"]
-        actor = TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=actor_adam(config))
+        actor = TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=actor_adamw(config))
 
-        critic_def = CriticEnsemble(hidden_dims, num_qs=int(config["num_qs"]))
+        # Xavier init and a LayerNorm on the value's input, as the IDQL code (unlike IQL's).
+        critic_def = CriticEnsemble(hidden_dims, num_qs=int(config["num_qs"]), kernel_init=xavier_init())
         critic_params = critic_def.init(critic_key, observations, actions)["params"]
         critic = TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=optax.adam(config["critic_lr"]))
-        value_def = ValueCritic(hidden_dims)
+        value_def = ValueCritic(hidden_dims, input_layer_norm=True, kernel_init=xavier_init())
         value = TrainState.create(apply_fn=value_def.apply, params=value_def.init(value_key, observations)["params"],
                                   tx=optax.adam(config["value_lr"]))
 

@@ -20,7 +20,7 @@ Usage::
     log_probs = gaussian_log_prob(means, log_stds, actions)     # (batch,)
 """
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,6 +33,11 @@ LOG_STD_MAX = 2.0
 def default_init(scale: float = 2.0**0.5) -> nn.initializers.Initializer:
     """Orthogonal kernel init, as in the original IQL code."""
     return nn.initializers.orthogonal(scale)
+
+
+# The IDQL code's Dense init for its critic, value and the noise model's input and output layers
+# (jaxrl5/networks/mlp.py:6); inside the residual blocks it keeps flax's default, lecun_normal.
+xavier_init = nn.initializers.xavier_uniform
 
 
 class MLP(nn.Module):
@@ -48,11 +53,12 @@ class MLP(nn.Module):
     activate_final: bool = False
     use_layer_norm: bool = False
     dropout_rate: float = 0.0
+    kernel_init: Optional[Callable] = None  # default: orthogonal(sqrt 2)
 
     @nn.compact
     def __call__(self, x: jax.Array, training: bool = False) -> jax.Array:
         for i, width in enumerate(self.hidden_dims):
-            x = nn.Dense(width, kernel_init=default_init())(x)
+            x = nn.Dense(width, kernel_init=self.kernel_init or default_init())(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 if self.use_layer_norm:
                     x = nn.LayerNorm()(x)
@@ -63,14 +69,19 @@ class MLP(nn.Module):
 
 
 class ValueCritic(nn.Module):
-    """State value V(s): observations (..., obs_dim) -> (...)."""
+    """State value V(s): observations (..., obs_dim) -> (...); `input_layer_norm` normalises
+    the observations first (IDQL's value net)."""
 
     hidden_dims: Sequence[int]
     use_layer_norm: bool = False
+    input_layer_norm: bool = False
+    kernel_init: Optional[Callable] = None
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
-        v = MLP((*self.hidden_dims, 1), use_layer_norm=self.use_layer_norm)(observations)
+        if self.input_layer_norm:
+            observations = nn.LayerNorm()(observations)
+        v = MLP((*self.hidden_dims, 1), use_layer_norm=self.use_layer_norm, kernel_init=self.kernel_init)(observations)
         return jnp.squeeze(v, -1)
 
 
@@ -79,11 +90,12 @@ class Critic(nn.Module):
 
     hidden_dims: Sequence[int]
     use_layer_norm: bool = False
+    kernel_init: Optional[Callable] = None
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
         x = jnp.concatenate([observations, actions], axis=-1)
-        q = MLP((*self.hidden_dims, 1), use_layer_norm=self.use_layer_norm)(x)
+        q = MLP((*self.hidden_dims, 1), use_layer_norm=self.use_layer_norm, kernel_init=self.kernel_init)(x)
         return jnp.squeeze(q, -1)
 
 
@@ -97,6 +109,7 @@ class CriticEnsemble(nn.Module):
     hidden_dims: Sequence[int]
     num_qs: int = 2
     use_layer_norm: bool = False
+    kernel_init: Optional[Callable] = None
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
@@ -108,7 +121,7 @@ class CriticEnsemble(nn.Module):
             out_axes=0,
             axis_size=self.num_qs,
         )
-        return ensemble(self.hidden_dims, self.use_layer_norm)(observations, actions)
+        return ensemble(self.hidden_dims, self.use_layer_norm, self.kernel_init)(observations, actions)
 
 
 class GaussianPolicy(nn.Module):
@@ -165,7 +178,8 @@ class FourierFeatures(nn.Module):
 
 
 class LNResNetBlock(nn.Module):
-    """x + Dense(act(Dense_4x(LayerNorm(Dropout(x))))), the IDQL residual block."""
+    """x + Dense(act(Dense_4x(LayerNorm(Dropout(x))))), the IDQL residual block (flax's
+    default lecun-normal init inside, as jaxrl5/networks/resnet.py)."""
 
     features: int
     inner_features: int
@@ -176,33 +190,35 @@ class LNResNetBlock(nn.Module):
     def __call__(self, x: jax.Array, training: bool = False) -> jax.Array:
         y = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not training) if self.dropout_rate > 0 else x
         y = nn.LayerNorm()(y)
-        y = self.activation(nn.Dense(self.inner_features, kernel_init=default_init())(y))
-        return x + nn.Dense(self.features, kernel_init=default_init())(y)
+        y = self.activation(nn.Dense(self.inner_features)(y))
+        return x + nn.Dense(self.features)(y)
 
 
 class DiffusionNoiseModel(nn.Module):
     """eps(a_t, s, t): predicts the noise in a noisy action (IDQL's LN-ResNet).
 
-    t (an integer step index, (..., 1)) -> Fourier features -> MLP; then
-    concat(a_t, s, time features) -> Dense(hidden) -> `num_blocks` LN-ResNet blocks (width
-    `hidden_dim`, inner `4 * hidden_dim`, dropout) -> swish -> Dense(action_dim).
+    t (an integer step index, (..., 1)) -> `time_dim` learned Fourier features -> MLP
+    (2 time_dim, 2 time_dim, swish); then concat(a_t, s, time features) -> Dense(hidden) ->
+    `num_blocks` LN-ResNet blocks (width `hidden_dim`, inner `4 * hidden_dim`, dropout) ->
+    swish -> Dense(action_dim). Xavier-uniform init outside the blocks, as the IDQL code
+    (jaxrl5/agents/ddpm_iql_simple/ddpm_iql_learner.py:88-109).
     """
 
     action_dim: int
     hidden_dim: int = 256
     num_blocks: int = 3
-    time_dim: int = 64
+    time_dim: int = 128
     dropout_rate: float = 0.1
 
     @nn.compact
     def __call__(self, noisy_actions, observations, t, training: bool = False) -> jax.Array:
         time = FourierFeatures(self.time_dim)(t.astype(jnp.float32))
-        time = MLP((2 * self.time_dim, self.time_dim), activation=nn.swish)(time)
+        time = MLP((2 * self.time_dim, 2 * self.time_dim), activation=nn.swish, kernel_init=xavier_init())(time)
         x = jnp.concatenate([noisy_actions, observations, time], axis=-1)
-        x = nn.Dense(self.hidden_dim, kernel_init=default_init())(x)
+        x = nn.Dense(self.hidden_dim, kernel_init=xavier_init())(x)
         for _ in range(self.num_blocks):
             x = LNResNetBlock(self.hidden_dim, 4 * self.hidden_dim, self.dropout_rate)(x, training=training)
-        return nn.Dense(self.action_dim, kernel_init=default_init())(nn.swish(x))
+        return nn.Dense(self.action_dim, kernel_init=xavier_init())(nn.swish(x))
 
 
 def vp_beta_schedule(steps: int, b_min: float = 0.1, b_max: float = 10.0) -> jax.Array:

@@ -44,6 +44,8 @@ def check_config(config) -> None:
     for name in ("online_steps", "buffer_size", "utd", "env_steps_per_call", "eval_interval", "log_interval"):
         if config[name] <= 0:
             raise cli.UserError(f"config.{name} must be > 0, got {config[name]}")
+    if config.online_batch_size is not None and config.online_batch_size <= 0:
+        raise cli.UserError(f"config.online_batch_size must be > 0, got {config.online_batch_size}")
     if config.start_training < 0 or config.online_temperature < 0:
         raise cli.UserError("config.start_training and config.online_temperature must be >= 0")
     for name in ("eval_interval", "log_interval", "online_steps", "start_training"):
@@ -138,13 +140,12 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
     episode_returns = np.zeros(n)
     checked_through = step  # the NaN guard's last checked step
     chunk = config.env_steps_per_call
-    fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
               disable=not exp.is_main) as bar:
         for env_step in range(env_step + chunk, config.online_steps + 1, chunk):
             rows = []
             for i in range(chunk):
-                keys = fold(act_keys, env_step - chunk + i)
+                keys = experiment.fold_keys(act_keys, env_step - chunk + i)
                 actions = np.asarray(multiseed.sample_actions(agents, jnp.asarray(obs[:, None], jnp.float32), keys,
                                                               config.online_temperature))[:, 0]
                 next_obs, rewards, terminated, truncated, infos = envs.step(actions)
@@ -161,7 +162,8 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
             step_updates = chunk * config.utd if env_step > config.start_training else 0
             if step_updates:
                 agents, metrics = multiseed.update_n_online(agents, buffers, exp.data, step_updates,
-                                                            config.batch_size, config.mix_offline)
+                                                            config.online_batch_size or config.batch_size,
+                                                            config.mix_offline)
             step += step_updates
             # The NaN guard syncs with the device, so online (one update per call) it runs at log
             # and checkpoint points only: never later than the next checkpoint, which it protects.

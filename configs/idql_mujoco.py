@@ -1,10 +1,13 @@
-"""IDQL on MuJoCo locomotion, the IDQL paper's settings (IDQL-A: argmax over 64 samples).
+"""IDQL on MuJoCo locomotion, as its authors ran it (IDQL-A: argmax over 64 samples).
 
     python train_offline.py --config=configs/idql_mujoco.py --dataset=local/hopper/medium-replay-v0
     python train_offline.py --config=configs/idql_mujoco.py:smoke ...   # tiny, for tests
 
 The critic fields are IQL's (iql_mujoco.py); the AWR actor's `beta` and `dropout_rate` are
-replaced by the diffusion actor's fields below.
+replaced by the diffusion actor's fields below. The budget is the authors' offline launcher's
+(philippe-eecs/IDQL, launcher/examples/train_ddpm_iql_offline.py:17-47): 3M joint steps at
+batch 512, the actor's rate cosine-decayed over the 3M, evaluation every 250k steps with 50
+episodes.
 """
 
 import ml_collections
@@ -15,6 +18,11 @@ from configs import iql_mujoco
 def add_idql_fields(config: ml_collections.ConfigDict) -> None:
     config.algo = "idql"
     del config["beta"], config["dropout_rate"]
+    # The authors' budget: 3M steps of actor, value and critic together, all on batches of 512.
+    config.max_steps = 3_000_000
+    config.batch_size = 512
+    config.eval_interval = 250_000
+    config.eval_episodes = 50
     # V's statistic of Q: 'expectile' (IQL's; tau = config.expectile), 'quantile' (the
     # tau-quantile) or 'exponential' (a soft maximum, sharper with larger exp_scale).
     config.value_objective = "expectile"
@@ -22,11 +30,16 @@ def add_idql_fields(config: ml_collections.ConfigDict) -> None:
     # Diffusion steps T and the beta schedule: 'vp' (variance preserving), 'cosine' or 'linear'.
     config.diffusion_steps = 5
     config.beta_schedule = "vp"
-    # Noise model: LN-ResNet width, residual blocks, dropout, and Fourier time-feature size.
+    # Noise model: LN-ResNet width, residual blocks, dropout, and Fourier time-feature size
+    # (the time features then pass an MLP of width 2 * time_dim).
     config.diffusion_hidden_dim = 256
     config.diffusion_blocks = 3
     config.diffusion_dropout = 0.1
-    config.time_dim = 64
+    config.time_dim = 128
+    # AdamW's weight decay on the noise model (optax's default, which the original used), and the
+    # steps of the actor's cosine decay (0: max_steps).
+    config.actor_weight_decay = 1e-4
+    config.decay_steps = 0
     # Polyak rate of the EMA copy of the noise model that samples actions.
     config.ema_rate = 0.001
     # Behavior samples per state when acting, and how one is chosen: 'argmax' of min Q

@@ -9,6 +9,7 @@ same reward transform online), applied to locomotion.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import iql_mujoco
 
@@ -32,6 +33,8 @@ def add_finetune_fields(config: ml_collections.ConfigDict) -> None:
     # Sample half of each batch from the offline data and half from online transitions
     # (the IDQL / RLPD recipe) instead of one buffer seeded with the offline data.
     config.mix_offline = False
+    # Rows per online gradient step (None: batch_size).
+    config.online_batch_size = config_dict.placeholder(int)
     # Env steps before gradient updates resume online (0 = no warm-up, as the original).
     config.start_training = 0
     # In the online phase checkpoint_interval counts environment steps.

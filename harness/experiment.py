@@ -10,6 +10,7 @@ episodes side by side and writes `eval.csv` rows; `log_train` writes `train.csv`
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -46,6 +47,10 @@ ALGORITHMS = {
     # IDQL fine-tunes only its critic online; the diffusion actor stays as pretrained.
     "idql": Algorithm(IDQLLearner, for_online_phase=lambda agents: agents.replace(train_actor=False)),
 }
+
+
+# One key per seed folded with the same counter, in one compiled call.
+fold_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
 def fail(message: str) -> None:
@@ -400,7 +405,7 @@ class Experiment:
         tic = time.perf_counter()
         episodes, n = self.config.eval_episodes, len(self.seeds)
         env_seeds = [self._episode_seed(key, step) + j for key in self.eval_keys for j in range(episodes)]
-        policy = self._policy(agents, episodes)
+        policy = self._policy(agents, episodes, step)
         shown = []
         if self.is_main:
             returns = evaluation.evaluate(policy, self.make_env, len(env_seeds), env_seeds)["returns"]
@@ -419,14 +424,18 @@ class Experiment:
         """Seed of a seed's first evaluation episode at `step` (its eval key folded with the step)."""
         return int(jax.random.randint(jax.random.fold_in(eval_key, step), (), 0, 2**30))
 
-    def _policy(self, agents, episodes: int) -> Callable:
+    def _policy(self, agents, episodes: int, step: int) -> Callable:
         """(num_seeds * episodes, obs_dim) observations -> actions, seed i's agent acting on rows
-        i * episodes .. (i + 1) * episodes - 1, with its own key."""
+        i * episodes .. (i + 1) * episodes - 1. Each call (env step) acts with a fresh key: the
+        seed's eval key folded with the training step, then with the call's index, so a
+        stochastic policy (IDQL's sampler) draws anew at every env step of every evaluation."""
         acting = agents if jax.process_count() == 1 else jax.device_put(multiseed.fetch(agents), jax.local_devices()[0])
-        n, keys = len(self.seeds), jnp.stack(self.eval_keys)
+        n = len(self.seeds)
+        keys = jnp.stack([jax.random.fold_in(key, step) for key in self.eval_keys])
+        calls = itertools.count()
 
         def policy(obs):
-            actions = multiseed.sample_actions(acting, obs.reshape(n, episodes, -1), keys,
+            actions = multiseed.sample_actions(acting, obs.reshape(n, episodes, -1), fold_keys(keys, next(calls)),
                                                self.config.get("eval_temperature", 0.0))
             return np.asarray(actions).reshape(n * episodes, -1)
 
@@ -438,7 +447,7 @@ class Experiment:
             if self.video and self.is_main:
                 print("--video: no evaluation env is known for this dataset (pass --env_name); no video written")
             return None
-        policy, n = self._policy(agents, 1), len(self.seeds)  # every process: _policy gathers the agents
+        policy, n = self._policy(agents, 1, step), len(self.seeds)  # every process: _policy gathers the agents
         if not self.is_main:
             return None
         first_seed = lambda obs: policy(np.repeat(obs, n, axis=0))[:1]  # noqa: E731  (the other seeds idle)

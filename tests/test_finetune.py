@@ -4,6 +4,7 @@ import json
 import os
 
 import gymnasium as gym
+import jax
 import minari
 import numpy as np
 import pytest
@@ -137,3 +138,27 @@ def test_env_with_bounds_of_3_trains_evaluates_and_fine_tunes(tmp_path, monkeypa
     stored = np.asarray(state["buffers"]["data"]["actions"])[0, : data.size + 60, 0]
     np.testing.assert_allclose(stored[: data.size], actions)
     assert np.abs(stored[data.size:]).max() <= 1.0 and np.abs(stored[data.size:]).max() > 0
+
+
+def test_idql_fine_tuning_waits_then_trains_only_the_critic(toy, tmp_path):
+    """IDQL as its authors fine-tune: no update for the first start_training env steps, then
+    one critic update per env step on online_batch_size rows (half online, half offline); the
+    diffusion actor stays as pretrained."""
+    path, env_id = toy
+    workdir = tmp_path / "idql"
+    run_main(train_finetune, f"--config={ROOT}/configs/idql_mujoco_finetune.py:smoke", f"--dataset={path}",
+             f"--env_name={env_id}", f"--workdir={workdir}", "--config.hidden_dims=(16,16)",
+             "--config.reward_transform=none", "--config.tensorboard=False", "--config.start_training=40",
+             "--config.online_batch_size=16", "--config.steps_per_call=20", "--config.log_interval=20",
+             "--config.checkpoint_interval=100")
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["steps"] == 100 + (100 - 40)  # offline steps, then one per env step after the wait
+    train = read_csv(workdir / "train.csv")
+    online = [r for r in train if r["phase"] == "online"]
+    assert [int(r["env_steps"]) for r in online] == [60, 80, 100] and all(r["actor_loss"] == "" for r in online)
+    checkpointer = outputs.Checkpointer(str(workdir))
+    offline = outputs.load_pytree(checkpointer.path(100), lambda raw: raw)["agents"]
+    final = outputs.load_pytree(checkpointer.path(160), lambda raw: raw)["agents"]
+    for a, b in zip(jax.tree.leaves(offline["actor"]["params"]), jax.tree.leaves(final["actor"]["params"])):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(jax.tree.leaves(offline["critic"]["params"])[0], jax.tree.leaves(final["critic"]["params"])[0])

@@ -10,6 +10,7 @@ import dataset as dataset_lib
 import idql
 import networks
 from configs import idql_mujoco, iql_mujoco
+from harness import experiment, multiseed
 from idql import IDQLLearner
 from learner import IQLLearner
 
@@ -39,25 +40,47 @@ def test_vp_cumulative_product_hand_value():
     assert alpha_hats[0] == pytest.approx(1 - b1, rel=1e-6)
 
 
+def reference_exp_weight(x):
+    """exp(x) up to log 6, then the tangent line there (NumPy, for hand values)."""
+    x = np.asarray(x, np.float64)
+    return np.where(x < np.log(6), np.exp(np.minimum(x, np.log(6))), 6 * (1 + x - np.log(6)))
+
+
 def test_value_losses_hand_values():
     u = jnp.array([2.0, -2.0])
     np.testing.assert_allclose(idql.quantile_loss(u, 0.7), [0.7 * 2, 0.3 * 2], rtol=1e-6)
-    # (exp(k u) - k u - 1) / k^2 with k = 0.5: u = 2 -> (e - 2) / 0.25.
-    np.testing.assert_allclose(idql.exponential_loss(u, 0.5),
-                               [(np.e - 2) / 0.25, (np.exp(-1) + 1 - 1) / 0.25], rtol=1e-5)
+    # (w(k u) - 1) u with k = 0.5: u = 2 -> (e - 1) 2; u = -2 -> (1/e - 1)(-2).
+    np.testing.assert_allclose(idql.exponential_loss(u, 0.5), [(np.e - 1) * 2, (np.exp(-1) - 1) * -2], rtol=1e-5)
+    # Past k u = log 6 the weight continues linearly: k u = 3 -> 6 (1 + 3 - log 6).
+    np.testing.assert_allclose(idql.exponential_weight(jnp.array([0.0, 3.0])), [1.0, 6 * (4 - np.log(6))], rtol=1e-6)
     a = jnp.array([1.0, -1.0, 2.0])
     np.testing.assert_allclose(idql.critic_implied_weights(a, "expectile", 0.9, 1.0), [0.9, 0.1, 0.9], rtol=1e-6)
     np.testing.assert_allclose(idql.critic_implied_weights(a, "quantile", 0.9, 1.0), [0.9, 0.1, 0.45], rtol=1e-6)
+    ka = 2.0 * np.asarray(a)
     np.testing.assert_allclose(idql.critic_implied_weights(a, "exponential", 0.9, 2.0),
-                               np.expm1(2.0 * np.asarray(a)) / (2.0 * np.asarray(a)), rtol=1e-5)
+                               (reference_exp_weight(ka) - 1) / ka, rtol=1e-5)
+
+
+def test_exponential_objective_keeps_pulling_at_large_advantages():
+    """No zero-gradient cliff: dL/dV = -(w(k u) - 1) decreases strictly in u (the old clipped
+    form had dL/dV = -19929 at u = 9.9 and exactly 0 at u = 10.1), and the implied resampling
+    weights increase with the advantage."""
+    u = jnp.linspace(-5.0, 20.0, 251)
+    grad_v = jax.vmap(jax.grad(lambda v, q: idql.exponential_loss(q - v, 1.0)), in_axes=(None, 0))(0.0, u)
+    assert np.all(np.diff(np.asarray(grad_v)) < 0), grad_v
+    np.testing.assert_allclose(grad_v, -(reference_exp_weight(np.asarray(u)) - 1), rtol=1e-5, atol=1e-6)
+    assert float(grad_v[-1]) < float(grad_v[150]) < -5.0  # u = 20 pulls harder than u = 10
+    weights = idql.critic_implied_weights(u[u > 0.1], "exponential", 0.7, 1.0)
+    assert np.all(np.diff(np.asarray(weights)) > 0)
 
 
 @pytest.mark.parametrize("kind,statistic", [("quantile", lambda x: np.quantile(x, 0.8)),
-                                            ("exponential", lambda x: np.log(np.mean(np.exp(2.0 * x))) / 2.0)])
+                                            ("exponential", lambda x: np.log(np.mean(np.exp(0.5 * x))) / 0.5)])
 def test_generalised_value_losses_fit_their_statistic(kind, statistic):
     x = jnp.asarray(np.random.default_rng(0).normal(size=4000), jnp.float32)
+    # (k = 0.5: exp(k x) stays below 6, where the minimiser is the log-mean-exp.)
     loss = (lambda v: idql.quantile_loss(x - v, 0.8).mean()) if kind == "quantile" else \
-        (lambda v: idql.exponential_loss(x - v, 2.0).mean())
+        (lambda v: idql.exponential_loss(x - v, 0.5).mean())
     v = jnp.float32(0.0)
     step = jax.jit(lambda v: v - 0.05 * jax.grad(loss)(v))
     for _ in range(3000):
@@ -169,3 +192,24 @@ def test_bad_idql_hyperparameters_are_named(field, value):
     data = bimodal_data(50)
     with pytest.raises(ValueError, match=f"config.{field}"):
         IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], idql_config(**{field: value}))
+
+
+def test_evaluation_draws_new_candidates_at_every_env_step_and_evaluation():
+    """The evaluation policy of a run: IDQL samples anew at every call (env step) and at every
+    evaluation step, not one fixed-noise map; seeds act with their own keys."""
+    data = bimodal_data(200)
+    config = idql_config(num_samples=4, eval_temperature=1.0)
+    mesh = multiseed.make_mesh(2, 1)
+    create = lambda key: IDQLLearner.create(key, data.observations[0], data.actions[0], config)  # noqa: E731
+    agents = multiseed.create_agents(create, [0, 1], mesh)
+    exp = experiment.Experiment(config=config, seeds=[0, 1], workdir="", mesh=mesh, data=None, info=None,
+                                ref_min=None, ref_max=None, make_env=None, algorithm=experiment.ALGORITHMS["idql"],
+                                writer=None, is_main=True,
+                                eval_keys=[jax.random.split(jax.random.key(s))[1] for s in (0, 1)])
+    obs = np.ones((2 * 3, 2), np.float32)  # 2 seeds x 3 episodes, all in the same state
+    policy = exp._policy(agents, 3, step=1000)
+    first, second = policy(obs), policy(obs)
+    assert first.shape == (6, 1) and not np.allclose(first, second)
+    again = exp._policy(agents, 3, step=1000)(obs)
+    np.testing.assert_array_equal(first, again)  # a pure function of (seed, step, call)
+    assert not np.allclose(first, exp._policy(agents, 3, step=2000)(obs))
