@@ -168,7 +168,8 @@ def ddpm_sample(apply_fn, params, observations, key, betas, alpha_hats, temperat
         x = x + (t > 0) * jnp.sqrt(betas[t]) * temperature * z
         return jnp.clip(x, -1.0, 1.0), None
 
-    x, _ = jax.lax.scan(step, x, jnp.arange(betas.shape[0])[::-1])
+    # Unrolled: T is small (5), and XLA then sees (and counts the cost of) every step.
+    x, _ = jax.lax.scan(step, x, jnp.arange(betas.shape[0])[::-1], unroll=True)
     return x
 
 
@@ -230,7 +231,7 @@ class IDQLLearner(struct.PyTreeNode):
 
         actor_def = DiffusionNoiseModel(actions.shape[-1], int(config["diffusion_hidden_dim"]),
                                         int(config["diffusion_blocks"]), int(config["time_dim"]),
-                                        float(config["diffusion_dropout"]))
+                                        float(config["diffusion_dropout"]), num_steps=int(config["diffusion_steps"]))
         actor_params = actor_def.init(actor_key, actions, observations, jnp.zeros((1, 1)))["params"]
         actor = TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=actor_adamw(config))
 

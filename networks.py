@@ -209,11 +209,19 @@ class DiffusionNoiseModel(nn.Module):
     num_blocks: int = 3
     time_dim: int = 128
     dropout_rate: float = 0.1
+    num_steps: int = 0  # T: with it, the time features are computed once per step and gathered
 
     @nn.compact
     def __call__(self, noisy_actions, observations, t, training: bool = False) -> jax.Array:
-        time = FourierFeatures(self.time_dim)(t.astype(jnp.float32))
-        time = MLP((2 * self.time_dim, 2 * self.time_dim), activation=nn.swish, kernel_init=xavier_init())(time)
+        fourier = FourierFeatures(self.time_dim)
+        time_mlp = MLP((2 * self.time_dim, 2 * self.time_dim), activation=nn.swish, kernel_init=xavier_init())
+        if self.num_steps:
+            # t takes only T values: embed those T and gather (the same function and gradient,
+            # without a time MLP per row: ~5% of an update's FLOPs, most of acting's per-row work).
+            table = time_mlp(fourier(jnp.arange(self.num_steps, dtype=jnp.float32)[:, None]))
+            time = table[t[..., 0].astype(jnp.int32)]
+        else:
+            time = time_mlp(fourier(t.astype(jnp.float32)))
         x = jnp.concatenate([noisy_actions, observations, time], axis=-1)
         x = nn.Dense(self.hidden_dim, kernel_init=xavier_init())(x)
         for _ in range(self.num_blocks):

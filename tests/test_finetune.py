@@ -1,7 +1,6 @@
 """train_finetune: the online phase, both phases in the logs, and that fine-tuning helps."""
 
 import json
-import os
 
 import gymnasium as gym
 import jax

@@ -213,3 +213,19 @@ def test_evaluation_draws_new_candidates_at_every_env_step_and_evaluation():
     again = exp._policy(agents, 3, step=1000)(obs)
     np.testing.assert_array_equal(first, again)  # a pure function of (seed, step, call)
     assert not np.allclose(first, exp._policy(agents, 3, step=2000)(obs))
+
+
+def test_time_feature_table_equals_per_row_time_features():
+    """With num_steps the noise model embeds the T steps once and gathers: the same outputs and
+    parameter gradients as embedding every row."""
+    table_model = networks.DiffusionNoiseModel(2, hidden_dim=16, num_blocks=1, time_dim=8, num_steps=5)
+    row_model = networks.DiffusionNoiseModel(2, hidden_dim=16, num_blocks=1, time_dim=8)
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    a, s = jax.random.normal(k1, (32, 2)), jax.random.normal(k2, (32, 3))
+    t = jax.random.randint(k3, (32, 1), 0, 5)
+    params = table_model.init(jax.random.key(1), a, s, t)
+    assert jax.tree.structure(params) == jax.tree.structure(row_model.init(jax.random.key(1), a, s, t))
+    np.testing.assert_allclose(table_model.apply(params, a, s, t), row_model.apply(params, a, s, t), atol=1e-5)
+    grads = [jax.grad(lambda p, m=m: (m.apply(p, a, s, t) ** 2).sum())(params) for m in (table_model, row_model)]
+    for g1, g2 in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Speed benchmark: steady-state IQL updates/s for the designs and seed layouts in REFERENCE.md.
+"""Speed benchmark: steady-state IQL updates/s for the designs and seed layouts in REFERENCE.md,
+and IDQL's update and acting against their matmul ceilings.
 
     python -m tools.bench --quick --json=bench.json      # a few minutes on a laptop CPU
     python -m tools.bench                                # longer timing windows, more repeats
@@ -17,6 +18,13 @@ median is reported. Configurations:
 
 It also measures the FLOPs of one update (XLA's cost analysis) and the machine's matmul
 throughput at these shapes, and prints the fraction of that ceiling each configuration reaches.
+
+IDQL (`--parts=idql`; configs/idql_mujoco.py, the authors' settings): updates/s at batch 256 and
+512, and acting (N = 64 candidates x T = 5 reverse steps per env step, all envs in one compiled
+call) for 1 and 10 envs, each with its FLOPs and its fraction of two ceilings measured in the
+same run: the 256-wide matmul chain above, a chain of the noise model's forward shapes
+(batch x 256 @ 256 x 1024 @ 1024 x 256), and for the update the six matmuls a block costs in
+training (forward, input and weight gradients) chained.
 """
 
 import json
@@ -27,12 +35,14 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 import dataset as dataset_lib
-from configs import iql_mujoco
+from configs import idql_mujoco, iql_mujoco
 from harness import cli, multiseed
+from idql import IDQLLearner
 from learner import IQLLearner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +52,8 @@ flags.DEFINE_bool("quick", False, "Short timing windows (a few minutes in all)."
 flags.DEFINE_string("json", None, "Write the records to this JSON file.", flag_values=FLAGS)
 flags.DEFINE_integer("sharded_devices", 0, "Devices for the sharded configurations (0: one per CPU core, "
                      "or all accelerators).", flag_values=FLAGS)
+flags.DEFINE_list("parts", ["iql", "idql"], "What to measure: iql (updates, seed layouts), idql (update, acting).",
+                  flag_values=FLAGS)
 flags.DEFINE_string("child", None, "Internal: run one sharded configuration 'N,K' and print its record.",
                     flag_values=FLAGS)
 
@@ -123,26 +135,116 @@ def bench_update_n(data, config, num_steps, num_seeds, windows, seconds, mesh=No
             "updates_per_s": rate, "compile_s": compile_s}
 
 
-def update_flops(data, config) -> float:
-    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
-    batch = data.sample(jax.random.key(1), BATCH)
-    analysis = IQLLearner.update.lower(agent, batch).compile().cost_analysis()
+def cost_flops(jitted, *args) -> float:
+    """FLOPs of one call of a jitted function, from XLA's cost analysis."""
+    analysis = jitted.lower(*args).compile().cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float(analysis["flops"])
 
 
-def matmul_gflops(windows, seconds) -> float:
-    """Throughput of dependent (256 x 256) @ (256 x 256) matmuls, the bulk of an update."""
-    x = jax.random.normal(jax.random.key(0), (BATCH, 256))
-    w = jax.random.normal(jax.random.key(1), (256, 256)) / 16.0
-    reps = 200
+def update_flops(data, config) -> float:
+    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
+    return cost_flops(IQLLearner.update, agent, data.sample(jax.random.key(1), BATCH))
+
+
+def matmul_gflops(windows, seconds, width: int = 256, batch: int = BATCH) -> float:
+    """Throughput of dependent (batch x 256) @ (256 x width) @ (width x 256) matmuls: width 256
+    is the bulk of an IQL update, 1024 the bulk of IDQL's noise model."""
+    x = jax.random.normal(jax.random.key(0), (batch, 256))
+    w1 = jax.random.normal(jax.random.key(1), (256, width)) / 16.0
+    w2 = jax.random.normal(jax.random.key(2), (width, 256)) / width**0.5
+    reps = 100
 
     @jax.jit
     def chain(x):
-        return jax.lax.fori_loop(0, reps, lambda _, y: y @ w, x)
+        return jax.lax.fori_loop(0, reps, lambda _, y: (y @ w1) @ w2, x)
 
     _, rate = timed(lambda: jax.block_until_ready(chain(x)), reps, windows, seconds)
-    return rate * 2 * BATCH * 256 * 256 / 1e9
+    return rate * 2 * 2 * batch * 256 * width / 1e9
+
+
+def block_training_gflops(windows, seconds, batch: int) -> float:
+    """Throughput of the six matmuls one LN-ResNet block costs in training, chained: forward
+    x @ W1 (256 -> 1024) @ W2 (1024 -> 256), then the input and weight gradients of both
+    (the weight gradients contract over the batch). The ceiling of IDQL's update: a copy of
+    the update with all its non-matmul work removed runs no faster than these."""
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(k1, (batch, 256))
+    w1 = jax.random.normal(k2, (256, 1024)) / 16.0
+    w2 = jax.random.normal(k3, (1024, 256)) / 32.0
+    reps = 20
+
+    def block(_, carry):
+        x, g1, g2 = carry
+        h = x @ w1
+        y = h @ w2
+        dh = y @ w2.T  # y stands in for the incoming gradient
+        return (dh @ w1.T) / 16.0, g1 + x.T @ dh, g2 + h.T @ y
+
+    @jax.jit
+    def chain(x):
+        return jax.lax.fori_loop(0, reps, block, (x, jnp.zeros_like(w1), jnp.zeros_like(w2)))
+
+    _, rate = timed(lambda: jax.block_until_ready(chain(x)), reps, windows, seconds)
+    return rate * 6 * 2 * batch * 256 * 1024 / 1e9
+
+
+def bench_idql(data, windows, seconds) -> dict:
+    """IDQL's update (batch 256 and the authors' 512) and acting (1 and 10 envs), with FLOPs
+    and the fraction of the two ceilings."""
+    config = idql_mujoco.get_config()
+    ceilings = {"matmul_256_gflops": matmul_gflops(windows, seconds, 256),
+                "matmul_1024_gflops": matmul_gflops(windows, seconds, 1024),
+                **{f"block_training_{b}_gflops": block_training_gflops(windows, seconds, b) for b in (256, 512)}}
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
+    records = []
+    for batch in (256, 512):
+        flops = cost_flops(IDQLLearner.update, agent, data.sample(jax.random.key(1), batch))
+        state = [IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)]
+        k = 20
+
+        def call():
+            state[0], info = state[0].update_n(data, k, batch)
+            jax.block_until_ready(info)
+
+        compile_s, rate = timed(call, k, windows, seconds)
+        records.append({"design": "idql_update", "batch_size": batch, "K": k, "updates_per_s": rate,
+                        "flops": flops, "compile_s": compile_s})
+    for num_envs in (1, 10):
+        obs = data.observations[:num_envs]
+        flops = cost_flops(IDQLLearner.sample_actions, agent, obs, jax.random.key(0), 1.0)
+        counter = iter(range(10**9))
+
+        def act():  # one compiled call for all envs: N candidates x T reverse steps each
+            jax.block_until_ready(agent.sample_actions(obs, jax.random.fold_in(jax.random.key(0), next(counter)), 1.0))
+
+        compile_s, rate = timed(act, 1, windows, seconds)
+        records.append({"design": "idql_acting", "num_envs": num_envs, "num_samples": agent.num_samples,
+                        "diffusion_steps": int(agent.betas.shape[0]), "calls_per_s": rate,
+                        "env_steps_per_s": rate * num_envs, "flops": flops, "compile_s": compile_s})
+    for r in records:
+        per_s = r.get("updates_per_s", r.get("calls_per_s"))
+        r["gflops_per_s"] = per_s * r["flops"] / 1e9
+        r["of_matmul_256"] = r["gflops_per_s"] / ceilings["matmul_256_gflops"]
+        r["of_matmul_1024"] = r["gflops_per_s"] / ceilings["matmul_1024_gflops"]
+        if r["design"] == "idql_update":
+            r["of_block_training"] = r["gflops_per_s"] / ceilings[f"block_training_{r['batch_size']}_gflops"]
+    print(f"\nIDQL (configs/idql_mujoco.py): matmul throughput {ceilings['matmul_256_gflops']:.0f} GFLOP/s "
+          f"(256 wide), {ceilings['matmul_1024_gflops']:.0f} GFLOP/s (the noise model's 256 -> 1024 -> 256); "
+          f"a block's training matmuls {ceilings['block_training_256_gflops']:.0f} / "
+          f"{ceilings['block_training_512_gflops']:.0f} GFLOP/s at batch 256 / 512")
+    print("| what | batch / envs | rate | GFLOP per call | GFLOP/s | of 256-wide | of 1024-wide | of training matmuls |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in records:
+        if r["design"] == "idql_update":
+            what, size, rate = "update", r["batch_size"], f"{r['updates_per_s']:.1f} updates/s"
+        else:
+            what = f"acting ({r['num_samples']} x {r['diffusion_steps']})"
+            size, rate = r["num_envs"], f"{r['env_steps_per_s']:.0f} env steps/s"
+        print(f"| {what} | {size} | {rate} | {r['flops'] / 1e9:.3f} | {r['gflops_per_s']:.0f} | "
+              f"{100 * r['of_matmul_256']:.0f}% | {100 * r['of_matmul_1024']:.0f}% | "
+              + (f"{100 * r['of_block_training']:.0f}% |" if "of_block_training" in r else "- |"))
+    return {"ceilings": ceilings, "records": records}
 
 
 def run_child(spec: str) -> None:
@@ -190,9 +292,8 @@ def processes_record(cores: int, num_steps: int) -> dict | None:
             "compile_s": max(r["compile_s"] for r in records)}
 
 
-def report(records: list[dict], platform: str, cores: int, devices: int, flops: float, gflops: float,
-           ceiling: float) -> None:
-    """Print the table and the ratios against the targets; write --json."""
+def report(records: list[dict], platform: str, devices: int, ceiling: float) -> None:
+    """Print the IQL table and the ratios against the targets."""
     for r in records:
         r.update(batch_size=BATCH, platform=platform, device_kind=jax.devices()[0].device_kind,
                  updates_per_s_per_seed=r["updates_per_s"] / r["num_seeds"],
@@ -214,11 +315,6 @@ def report(records: list[dict], platform: str, cores: int, devices: int, flops: 
             what = "seeds on as many devices" if r["design"] == "sharded" else "independent one-core processes"
             print(f"{devices} {what} (K={r['K']}): {r['updates_per_s'] / one_at[r['K']]:.2f}x the total "
                   f"updates/s of one seed at the same K (target 1.2x for two)")
-    if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump({"machine": {"platform": platform, "device_kind": jax.devices()[0].device_kind, "cores": cores,
-                                   "update_flops": flops, "matmul_gflops": gflops, "ceiling_updates_per_s": ceiling},
-                       "records": records}, f, indent=2)
 
 
 def main(argv):
@@ -226,16 +322,31 @@ def main(argv):
     if FLAGS.child:
         run_child(FLAGS.child)
         return
+    unknown = sorted(set(FLAGS.parts) - {"iql", "idql"})
+    if unknown:
+        raise cli.UserError(f"--parts: unknown {unknown}; choose from iql, idql")
     data, arrays, config = setup()
     windows, seconds = (3, 2.0) if FLAGS.quick else (5, 5.0)
     platform = jax.devices()[0].platform
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"{platform} ({jax.devices()[0].device_kind}), {cores} cores")
+    results = {"machine": {"platform": platform, "device_kind": jax.devices()[0].device_kind, "cores": cores}}
+    if "iql" in FLAGS.parts:
+        results.update(bench_iql(data, arrays, config, windows, seconds, platform, cores))
+    if "idql" in FLAGS.parts:
+        results["idql"] = bench_idql(data, windows, seconds)
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def bench_iql(data, arrays, config, windows, seconds, platform, cores) -> dict:
+    """The IQL records: designs, K, seeds and layouts, against the 256-wide matmul ceiling."""
     flops = update_flops(data, config)
     gflops = matmul_gflops(windows, seconds)
     ceiling = gflops * 1e9 / flops
-    print(f"{platform} ({jax.devices()[0].device_kind}), {cores} cores; one update = {flops / 1e6:.0f} MFLOP; "
-          f"matmul throughput {gflops:.0f} GFLOP/s -> ceiling {ceiling:.0f} updates/s per device")
-
+    print(f"IQL: one update = {flops / 1e6:.0f} MFLOP; matmul throughput {gflops:.0f} GFLOP/s -> ceiling "
+          f"{ceiling:.0f} updates/s per device")
     records = [bench_host_baseline(data, arrays, config, windows, seconds)]
     for k in (1, 10, 100, 1000):
         records.append(bench_update_n(data, config, k, 1, windows, seconds))
@@ -254,8 +365,8 @@ def main(argv):
             record = processes_record(devices, 1000)
             if record:
                 records.append(record)
-
-    report(records, platform, cores, devices, flops, gflops, ceiling)
+    report(records, platform, devices, ceiling)
+    return {"update_flops": flops, "matmul_gflops": gflops, "ceiling_updates_per_s": ceiling, "records": records}
 
 
 if __name__ == "__main__":
