@@ -44,6 +44,10 @@ def check_config(config) -> None:
     for name in ("online_steps", "buffer_size", "utd", "env_steps_per_call", "eval_interval", "log_interval"):
         if config[name] <= 0:
             raise cli.UserError(f"config.{name} must be > 0, got {config[name]}")
+    if config.pretrain_eval_interval is not None and (
+            config.pretrain_eval_interval <= 0 or config.pretrain_eval_interval % config.steps_per_call):
+        raise cli.UserError(f"config.pretrain_eval_interval={config.pretrain_eval_interval} must be a positive "
+                            f"multiple of config.steps_per_call={config.steps_per_call}")
     if config.online_batch_size is not None and config.online_batch_size <= 0:
         raise cli.UserError(f"config.online_batch_size must be > 0, got {config.online_batch_size}")
     if config.start_training < 0 or config.online_temperature < 0:
@@ -84,7 +88,7 @@ def offline_phase(exp, agents, state: dict | None) -> tuple:
         step = 0
     if config.pretrain_steps and not FLAGS.init_from:
         agents = exp.offline_loop(agents, step, config.pretrain_steps, {**OFFLINE_ROW, "online_return": None},
-                                  OFFLINE_ROW, {"online": 0})
+                                  OFFLINE_ROW, {"online": 0}, eval_interval=config.pretrain_eval_interval)
         step = config.pretrain_steps
     return agents, step
 

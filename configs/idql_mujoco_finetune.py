@@ -26,6 +26,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.num_samples = 128
     config.start_training = 5_000
     config.online_batch_size = 256
+    config.pretrain_eval_interval = 1_000_000  # the authors evaluate every 1M offline steps, every 25k online
     config.eval_interval = 25_000
     config.eval_episodes = 25
     if variant == "smoke":
@@ -36,6 +37,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.num_samples = 8
         config.start_training = 0
         config.online_batch_size = config.get_ref("batch_size")
+        config.pretrain_eval_interval = config.get_ref("eval_interval")
         config.eval_interval = 100
         config.eval_episodes = 2
         config.max_steps = config.get_ref("pretrain_steps") + config.get_ref("online_steps")

@@ -33,6 +33,8 @@ def add_finetune_fields(config: ml_collections.ConfigDict) -> None:
     # Sample half of each batch from the offline data and half from online transitions
     # (the IDQL / RLPD recipe) instead of one buffer seeded with the offline data.
     config.mix_offline = False
+    # Evaluate every this many offline steps (None: eval_interval, which then counts env steps online).
+    config.pretrain_eval_interval = config_dict.placeholder(int)
     # Rows per online gradient step (None: batch_size).
     config.online_batch_size = config_dict.placeholder(int)
     # Env steps before gradient updates resume online (0 = no warm-up, as the original).

@@ -143,8 +143,9 @@ def request_cpu_devices(num_seeds: int) -> None:
 
 
 def load_data(flag_values, config) -> tuple:
-    """The dataset, its info, the evaluation env's constructor (taking actions in [-1, 1]) and
-    the lines to print about what was assumed or changed.
+    """The dataset, its info, the evaluation env's constructor (taking actions in [-1, 1]), the
+    lines to print about what was assumed or changed, and whether the env was only inferred from
+    a D4RL-like file name.
 
     The env is --env_name, else the dataset's own (Minari), else for a D4RL locomotion file
     the matching Gymnasium -v4 env. A file's actions are mapped from that env's bounds."""
@@ -162,7 +163,11 @@ def load_data(flag_values, config) -> tuple:
     try:
         bounds = evaluation.action_bounds(env_id, **env_kwargs) if env_id else None
     except Exception as e:  # unknown env id, missing extras
-        fail(f"evaluation env {env_id}: {type(e).__name__}: {e}")
+        if not (d4rl and flag_values.env_name is None and config.eval_episodes == 0):
+            fail(f"evaluation env {env_id}: {type(e).__name__}: {e}")
+        # Only inferred from the file's name, and no evaluation asked for: train without it.
+        notes.append(f"({env_id} is not usable here: {type(e).__name__}: {e}; no evaluation env)")
+        env_id, bounds = None, None
     try:
         if not is_file:
             ensure_local_dataset(source)
@@ -186,7 +191,8 @@ def load_data(flag_values, config) -> tuple:
                      f"{info.max_action_violation:.3g} outside)")
     if info.dropped_timeout_rows:
         notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
-    return data, info, make_env, notes
+    inferred = bool(env_id) and d4rl is not None and flag_values.env_name is None
+    return data, info, make_env, notes, inferred
 
 
 @dataclasses.dataclass
@@ -231,7 +237,7 @@ class Experiment:
             fail(f"{workdir} already holds a run without checkpoints; choose another --workdir or move it away")
         os.makedirs(workdir, exist_ok=True)
 
-        data, info, make_env, notes = load_data(flag_values, config)
+        data, info, make_env, notes, env_inferred = load_data(flag_values, config)
         if config.batch_size > data.size:
             fail(f"config.batch_size={config.batch_size} is larger than the dataset ({data.size} transitions)")
         ref_min = config.ref_min_score if config.ref_min_score is not None else info.ref_min_score
@@ -246,7 +252,11 @@ class Experiment:
                 evaluation.check_env(env, obs_dim, action_dim)
                 env.close()
             except Exception as e:  # unknown env id, missing extras, wrong shapes
-                fail(f"evaluation env: {type(e).__name__}: {e}")
+                if not (env_inferred and config.eval_episodes == 0):
+                    fail(f"evaluation env: {type(e).__name__}: {e}")
+                # A file merely named like D4RL data, and no evaluation asked for: train without an env.
+                notes.append(f"(the env inferred from the file's name does not fit the data: {e}; no evaluation env)")
+                make_env = None
 
         print(f"{info.name}: {data.size} transitions, {info.num_episodes} episodes, obs {obs_dim}, act {action_dim}; "
               f"rewards x{info.reward_scale:.4g} {info.reward_shift:+g}; reference returns {ref_min} / {ref_max}; "
@@ -368,13 +378,16 @@ class Experiment:
             fail(str(e))
 
     def offline_loop(self, agents, start: int, last_step: int, log_extra: Optional[dict] = None,
-                     eval_extra: Optional[dict] = None, state_extra: Optional[dict] = None, desc: str = "offline"):
+                     eval_extra: Optional[dict] = None, state_extra: Optional[dict] = None, desc: str = "offline",
+                     eval_interval: Optional[int] = None):
         """Offline training from step `start` to `last_step`: `steps_per_call` updates per
         compiled call for all seeds, with logging, evaluation and checkpoints between calls.
 
         `log_extra` / `eval_extra` are extra columns of train.csv / eval.csv rows; checkpoints
-        hold {"agents", "step", **state_extra}. Returns the trained agents."""
+        hold {"agents", "step", **state_extra}; `eval_interval` defaults to the config's.
+        Returns the trained agents."""
         config, k = self.config, self.config.steps_per_call
+        eval_interval = eval_interval or config.eval_interval
         with tqdm(total=last_step, initial=start, unit="step", desc=desc, dynamic_ncols=True,
                   disable=not self.is_main) as bar:
             for step in range(start + k, last_step + 1, k):
@@ -383,7 +396,7 @@ class Experiment:
                 bar.update(k)
                 if step % config.log_interval == 0:
                     self.log_train(step, metrics, log_extra)
-                if self.due(step, config.eval_interval, last_step):
+                if self.due(step, eval_interval, last_step):
                     bar.set_postfix(score=f"{self.evaluate(agents, step, eval_extra):.1f}")
                 self.checkpoint(step, {"agents": agents, "step": step, **(state_extra or {})}, last_step)
         return agents

@@ -37,7 +37,7 @@ def test_fine_tuning_beats_the_offline_policy(toy, tmp_path):
 def test_both_phases_two_seeds_mixed_batches(toy, tmp_path):
     run_main(train_finetune, *toy_args(toy, tmp_path / "run", "--num_seeds=2", "--config.mix_offline=True",
                                   "--config.utd=2", "--config.online_steps=120", "--config.eval_interval=100",
-                                  "--config.log_interval=50"))
+                                  "--config.log_interval=50", "--config.pretrain_eval_interval=50"))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     # 120 env steps per seed in 30-step episodes: 4 episodes each, really stepped.
     assert summary["online_env_steps"] == 120 and summary["online_episodes_per_seed"] == [4, 4]
@@ -50,7 +50,8 @@ def test_both_phases_two_seeds_mixed_batches(toy, tmp_path):
     assert all(float(r["online_return"]) != 0 for r in online)
     evals = read_csv(tmp_path / "run" / "eval.csv")
     assert [(r["phase"], int(r["step"]), int(r["env_steps"])) for r in evals] == (
-        [("offline", 100, 0)] * 2 + [("online", 300, 100)] * 2 + [("online", 340, 120)] * 2)
+        [("offline", 50, 0)] * 2 + [("offline", 100, 0)] * 2 + [("online", 300, 100)] * 2
+        + [("online", 340, 120)] * 2)  # offline every pretrain_eval_interval steps, online every eval_interval
 
 
 def test_init_from_an_offline_agent(toy, tmp_path):

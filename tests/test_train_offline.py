@@ -93,6 +93,18 @@ def test_d4rl_named_file_evaluates_in_the_v4_env_and_other_files_need_env_name(t
              "--config.eval_interval=50", "--config.checkpoint_interval=50", "--config.eval_episodes=1",
              "--config.tensorboard=False")
     assert "Hopper-v5 changed some MuJoCo models" in capsys.readouterr().out
+    # A file merely named like D4RL data (other shapes) trains without evaluation, or is refused with it.
+    with h5py.File(tmp_path / "hopper-mine.hdf5", "w") as f:
+        for k, v in arrays.items():
+            f[k] = v[:, :5] if k == "observations" else v
+    short = [SMOKE, f"--dataset={tmp_path / 'hopper-mine.hdf5'}", "--config.max_steps=50", "--config.steps_per_call=50",
+             "--config.log_interval=50", "--config.eval_interval=50", "--config.checkpoint_interval=50",
+             "--config.tensorboard=False"]
+    with pytest.raises(cli.UserError, match="observes shape"):
+        run_main(train_offline, *short, f"--workdir={tmp_path / 'run4'}")
+    run_main(train_offline, *short, f"--workdir={tmp_path / 'run5'}", "--config.eval_episodes=0")
+    assert "does not fit the data" in capsys.readouterr().out
+    assert (tmp_path / "run5" / "agent.msgpack").exists()
 
 
 def test_file_actions_are_mapped_from_the_env_name_bounds(tmp_path):
