@@ -20,15 +20,23 @@ def normalized_score(returns, ref_min_score: Optional[float], ref_max_score: Opt
     return 100.0 * (np.asarray(returns) - ref_min_score) / (ref_max_score - ref_min_score)
 
 
-def make_env(env_id: str, **kwargs) -> gym.Env:
-    """`gym.make(env_id)`, rescaled to actions in [-1, 1] when its bounds differ (the policies
-    here act in [-1, 1]); `RescaleAction` records itself in the env spec, so a Minari dataset
-    recorded in this env recovers the same wrapper."""
-    env = gym.make(env_id, **kwargs)
+def is_unit_box(low, high) -> bool:
+    """Whether action bounds are already [-1, 1], the range the policies here act in."""
+    return bool(np.allclose(low, -1.0) and np.allclose(high, 1.0))
+
+
+def acting_in_unit_box(env: gym.Env) -> gym.Env:
+    """`env` taking actions in [-1, 1]: wrapped in `RescaleAction` when its Box bounds differ."""
     space = env.action_space
-    if isinstance(space, gym.spaces.Box) and not (np.allclose(space.low, -1) and np.allclose(space.high, 1)):
+    if isinstance(space, gym.spaces.Box) and not is_unit_box(space.low, space.high):
         env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
     return env
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """`gym.make(env_id)`, acting in [-1, 1] (`acting_in_unit_box`); `RescaleAction` records
+    itself in the env spec, so a Minari dataset recorded in this env recovers the same wrapper."""
+    return acting_in_unit_box(gym.make(env_id, **kwargs))
 
 
 def action_bounds(env_id: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +59,7 @@ def check_env(env: gym.Env, obs_dim: int, action_dim: int, name: str = "the eval
         raise ValueError(f"{name} observes shape {obs_space.shape}, but the dataset's observations have {obs_dim} features")
     if int(np.prod(act_space.shape)) != action_dim:
         raise ValueError(f"{name} takes actions of shape {act_space.shape}, but the dataset's have {action_dim}")
-    if not (np.allclose(act_space.low, -1.0) and np.allclose(act_space.high, 1.0)):
+    if not is_unit_box(act_space.low, act_space.high):
         raise ValueError(
             f"{name} has action bounds [{act_space.low.min()}, {act_space.high.max()}], but the policy "
             "acts in [-1, 1]: make it with evaluation.make_env (or wrap it in "

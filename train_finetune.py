@@ -24,8 +24,9 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from dataset import DatasetError, ReplayBuffer
+from dataset import DatasetError
 from harness import cli, experiment, multiseed, outputs
+from replay_buffer import ReplayBuffer
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
 experiment.define_run_flags(FLAGS)

@@ -165,7 +165,7 @@ class SACLearner(struct.PyTreeNode):
     @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
     def update_n(self, data, num_steps: int, batch_size: int) -> tuple["SACLearner", dict]:
         """`num_steps` updates under `lax.scan` on batches sampled on the device from `data`
-        (a `dataset.ReplayBuffer` or `Dataset`); metrics averaged over the steps."""
+        (a `replay_buffer.ReplayBuffer` or `dataset.Dataset`); metrics averaged over the steps."""
 
         return self._update_n(data, num_steps, batch_size)
 

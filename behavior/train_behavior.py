@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 import evaluation
 from behavior.sac import SACLearner
-from dataset import ReplayBuffer
 from harness import cli, outputs
+from replay_buffer import ReplayBuffer
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
 flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.", flag_values=FLAGS)

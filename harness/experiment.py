@@ -152,7 +152,8 @@ def load_data(flag_values, config) -> tuple:
     source, env_id, env_kwargs, notes = flag_values.dataset, flag_values.env_name, {}, []
     is_file = dataset_lib.is_file_source(source)
     d4rl = dataset_lib.d4rl_env(source) if is_file else None
-    if d4rl and env_id is None:
+    inferred = d4rl is not None and env_id is None  # the env only from a D4RL-like file name
+    if inferred:
         env_id, env_kwargs = d4rl
         notes.append(f"{os.path.basename(source)} is named as a D4RL {env_id.split('-')[0]} file: evaluating in "
                      f"{env_id}{' ' + str(env_kwargs) if env_kwargs else ''} (D4RL recorded the MuJoCo models that "
@@ -163,16 +164,16 @@ def load_data(flag_values, config) -> tuple:
     try:
         bounds = evaluation.action_bounds(env_id, **env_kwargs) if env_id else None
     except Exception as e:  # unknown env id, missing extras
-        if not (d4rl and flag_values.env_name is None and config.eval_episodes == 0):
+        if not (inferred and config.eval_episodes == 0):
             fail(f"evaluation env {env_id}: {type(e).__name__}: {e}")
         # Only inferred from the file's name, and no evaluation asked for: train without it.
         notes.append(f"({env_id} is not usable here: {type(e).__name__}: {e}; no evaluation env)")
-        env_id, bounds = None, None
+        env_id, bounds, inferred = None, None, False
     try:
         if not is_file:
             ensure_local_dataset(source)
         data, info = dataset_lib.load_dataset(source, config.reward_transform,
-                                              file_action_bounds=bounds if is_file and bounds else (-1.0, 1.0))
+                                              file_action_bounds=(-1.0, 1.0) if bounds is None else bounds)
     except dataset_lib.DatasetError as e:
         fail(str(e))
     # (Data in [-1, 1] may have been recorded through RescaleAction, as evaluation.make_env makes the env.)
@@ -191,7 +192,6 @@ def load_data(flag_values, config) -> tuple:
                      f"{info.max_action_violation:.3g} outside)")
     if info.dropped_timeout_rows:
         notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
-    inferred = bool(env_id) and d4rl is not None and flag_values.env_name is None
     return data, info, make_env, notes, inferred
 
 

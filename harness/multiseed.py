@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dataset import MixedData
+from replay_buffer import MixedData
 
 SEED_AXIS = "seeds"
 

@@ -14,6 +14,7 @@ import dataset as dataset_lib
 import train_finetune
 import train_offline
 from harness import cli, outputs
+from replay_buffer import ReplayBuffer
 
 SMOKE = f"--config={ROOT}/configs/iql_mujoco_finetune.py:smoke"
 
@@ -80,7 +81,7 @@ def test_true_next_obs_uses_final_obs_of_ended_episodes():
 
 def test_buffer_seeded_with_the_dataset(toy):
     data, info = dataset_lib.load_dataset(toy[0], "locomotion")
-    buffer = dataset_lib.ReplayBuffer.from_dataset(data, data.size + 10, info.reward_scale, info.reward_shift)
+    buffer = ReplayBuffer.from_dataset(data, data.size + 10, info.reward_scale, info.reward_shift)
     assert int(buffer.size) == data.size and int(buffer.cursor) == data.size
     np.testing.assert_array_equal(buffer.data.rewards[: data.size], data.rewards)
     # Online rewards get the same transform as the offline ones.
@@ -89,7 +90,7 @@ def test_buffer_seeded_with_the_dataset(toy):
     assert float(buffer.data.rewards[data.size]) == pytest.approx(2.0 * info.reward_scale + info.reward_shift)
     assert float(buffer.data.masks[data.size]) == 1.0 and float(buffer.data.dones[data.size]) == 1.0
     with pytest.raises(dataset_lib.DatasetError, match="buffer_size"):
-        dataset_lib.ReplayBuffer.from_dataset(data, data.size - 1)
+        ReplayBuffer.from_dataset(data, data.size - 1)
 
 
 def wide_minari_dataset(dataset_id: str, episodes: int = 40, seed: int = 0) -> str:

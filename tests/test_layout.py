@@ -14,7 +14,7 @@ from conftest import ROOT
 LAZY_IMPORTS_ALLOWED = {"minari", "h5py", "tensorboardX", "imageio", "imageio_ffmpeg", "matplotlib"}
 SCRIPTS = ("train_offline", "train_finetune", "behavior.collect", "behavior.train_behavior", "tools.bench",
            "tools.suite", "tools.plot")
-LIBRARIES = ("learner", "idql", "networks", "dataset", "evaluation", "harness.cli", "harness.experiment",
+LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.experiment",
              "harness.multiseed", "harness.outputs", "behavior.sac", "behavior.datasets")
 
 STANDALONE = r'''

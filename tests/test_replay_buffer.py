@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dataset import ReplayBuffer
+from replay_buffer import ReplayBuffer
 
 
 def rows(start, n, terminated=None, truncated=None):
