@@ -281,21 +281,6 @@ def scale_actions(actions: np.ndarray, bounds: tuple[Any, Any], name: str = "arr
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 
 
-def flatten_observations(space: gym.Space, observations: Any) -> np.ndarray:
-    """(T, ...) observations (a dict of arrays for Dict spaces) -> (T, obs_dim).
-
-    Dict spaces are concatenated in the space's key order, which is what gymnasium's
-    `FlattenObservation` does to the evaluation env's observations.
-    """
-    if isinstance(space, gym.spaces.Dict):
-        parts = [flatten_observations(space[k], observations[k]) for k in space.spaces]
-        return np.concatenate(parts, axis=-1)
-    if isinstance(space, gym.spaces.Box):
-        x = np.asarray(observations)
-        return x.reshape(len(x), -1)
-    raise DatasetError(f"unsupported observation space {space}; only Box and Dict of Box are")
-
-
 def minari_root() -> str:
     """The local Minari datasets folder (MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
     return os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets")
@@ -335,7 +320,10 @@ def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -
     obs_space = mds.observation_space
     columns = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")}
     for episode in mds.iterate_episodes():
-        episode_obs = flatten_observations(obs_space, episode.observations)  # T + 1 rows
+        try:
+            episode_obs = evaluation.flatten_observations(obs_space, episode.observations)
+        except ValueError as e:
+            raise DatasetError(f"{dataset_id}: {e}") from e  # T + 1 rows
         steps = len(episode.actions)
         if steps == 0:
             raise DatasetError(f"{dataset_id}: episode {episode.id} is empty (no actions)")
@@ -366,10 +354,11 @@ def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -
     metadata = mds.storage.metadata
 
     def make_env(**kwargs) -> gym.Env:  # kwargs for gym.make, e.g. render_mode
+        spec = mds.storage.metadata.get("eval_env_spec") or mds.storage.metadata.get("env_spec")
+        if "gymnasium_robotics" in str(spec):  # a maze env: its ids must be registered
+            evaluation.register_robotics()
         env = mds.recover_environment(eval_env=True, **kwargs)
-        if isinstance(env.observation_space, gym.spaces.Dict):
-            env = gym.wrappers.FlattenObservation(env)
-        return evaluation.acting_in_unit_box(env)  # the dataset's own env: its bounds are the data's
+        return evaluation.acting_in_unit_box(evaluation.flat_observations(env))  # the dataset's own env: its bounds are the data's
 
     return dataset, dataclasses.replace(
         info,

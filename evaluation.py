@@ -6,8 +6,9 @@ instead of one per episode). Episode i is reset with seed `seed + i`, so a resul
 function of the policy and the seed.
 """
 
+import importlib
 import os
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +19,40 @@ def normalized_score(returns, ref_min_score: Optional[float], ref_max_score: Opt
     if ref_min_score is None or ref_max_score is None:
         return None
     return 100.0 * (np.asarray(returns) - ref_min_score) / (ref_max_score - ref_min_score)
+
+
+def flatten_observations(space: gym.Space, observations: Any) -> np.ndarray:
+    """(T, ...) observations (a dict of arrays for Dict spaces) -> (T, obs_dim) float32.
+
+    The one flattening of the project: datasets (`dataset.py`), evaluation and online acting
+    (`flat_observations`) all use it. Dict spaces (Gymnasium-Robotics' mazes: achieved_goal,
+    desired_goal, observation) are concatenated in the space's key order, as gymnasium's
+    `FlattenObservation`.
+    """
+    if isinstance(space, gym.spaces.Dict):
+        parts = [flatten_observations(space[k], observations[k]) for k in space.spaces]
+        return np.concatenate(parts, axis=-1)
+    if isinstance(space, gym.spaces.Box):
+        x = np.asarray(observations, np.float32)
+        return x.reshape(len(x), -1)
+    raise ValueError(f"unsupported observation space {space}; only Box and Dict of Box are")
+
+
+def flat_observations(env: gym.Env) -> gym.Env:
+    """`env` observing flat float32 vectors (`flatten_observations`); Box envs are left alone."""
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Dict):
+        return env
+    flat = gym.spaces.Box(-np.inf, np.inf, (gym.spaces.flatdim(space),), np.float32)
+    return gym.wrappers.TransformObservation(env, lambda obs: flatten_observations(
+        space, {k: np.asarray(v)[None] for k, v in obs.items()})[0], flat)
+
+
+def register_robotics(env_id: Optional[str] = None) -> None:
+    """Make Gymnasium-Robotics' ids (AntMaze_*, PointMaze_*, ...) known to gym.make (when
+    `env_id` is not registered yet, or always without one)."""
+    if (env_id is None or env_id not in gym.registry) and importlib.util.find_spec("gymnasium_robotics"):
+        gym.register_envs(importlib.import_module("gymnasium_robotics"))
 
 
 def is_unit_box(low, high) -> bool:
@@ -34,13 +69,16 @@ def acting_in_unit_box(env: gym.Env) -> gym.Env:
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:
-    """`gym.make(env_id)`, acting in [-1, 1] (`acting_in_unit_box`); `RescaleAction` records
-    itself in the env spec, so a Minari dataset recorded in this env recovers the same wrapper."""
-    return acting_in_unit_box(gym.make(env_id, **kwargs))
+    """`gym.make(env_id)` observing flat vectors (`flat_observations`) and acting in [-1, 1]
+    (`acting_in_unit_box`); `RescaleAction` records itself in the env spec, so a Minari dataset
+    recorded in this env recovers the same wrapper."""
+    register_robotics(env_id)
+    return acting_in_unit_box(flat_observations(gym.make(env_id, **kwargs)))
 
 
 def action_bounds(env_id: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """The action bounds of `gym.make(env_id)` itself (before any rescaling)."""
+    register_robotics(env_id)
     env = gym.make(env_id, **kwargs)
     try:
         if not isinstance(env.action_space, gym.spaces.Box):
@@ -74,7 +112,8 @@ def evaluate(
     num_episodes: int,
     seed: int | list[int],
 ) -> dict:
-    """Mean undiscounted return of `num_episodes` episodes, run in parallel.
+    """Mean undiscounted return of `num_episodes` episodes, run in parallel, and the success
+    rate for envs that report `info['success']` (Gymnasium-Robotics' mazes).
 
     Args:
       policy_fn: (num_episodes, obs_dim) float32 observations -> (num_episodes, act_dim) actions.
@@ -83,7 +122,8 @@ def evaluate(
       seed: episode i is reset with seed + i, or with seed[i] when a list is given.
 
     Returns:
-      {'return': mean, 'return_std': std, 'length': mean episode length, 'returns': per episode}.
+      {'return': mean, 'return_std': std, 'length': mean episode length, 'returns': per episode,
+       'successes': per episode 0/1 (success at any step) or None, 'success': their mean or None}.
     """
     envs = gym.vector.SyncVectorEnv([make_env] * num_episodes)
     try:
@@ -91,11 +131,15 @@ def evaluate(
         returns = np.zeros(num_episodes)
         lengths = np.zeros(num_episodes, np.int64)
         running = np.ones(num_episodes, bool)
+        successes, reports_success = np.zeros(num_episodes, bool), False
         while running.any():
             actions = np.asarray(policy_fn(obs.reshape(num_episodes, -1).astype(np.float32)))
-            obs, rewards, terminated, truncated, _ = envs.step(actions.reshape(envs.action_space.shape))
+            obs, rewards, terminated, truncated, infos = envs.step(actions.reshape(envs.action_space.shape))
             # Envs that already finished auto-reset; their later rewards are ignored.
             returns += np.where(running, rewards, 0.0)
+            if "success" in infos:
+                reports_success = True
+                successes |= running & np.asarray(infos["success"], bool) & np.asarray(infos["_success"], bool)
             lengths += running
             running &= ~(terminated | truncated)
     finally:
@@ -105,6 +149,8 @@ def evaluate(
         "return_std": float(returns.std()),
         "length": float(lengths.mean()),
         "returns": returns,
+        "successes": successes.astype(np.float64) if reports_success else None,
+        "success": float(successes.mean()) if reports_success else None,
     }
 
 

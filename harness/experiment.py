@@ -27,6 +27,7 @@ from tqdm import tqdm
 import dataset as dataset_lib
 import evaluation
 from behavior.datasets import ensure_local_dataset
+from behavior.mazes import ensure_maze_dataset
 from harness import cli, multiseed, outputs
 from idql import IDQLLearner
 from learner import IQLLearner
@@ -171,7 +172,7 @@ def load_data(flag_values, config) -> tuple:
         env_id, bounds, inferred = None, None, False
     try:
         if not is_file:
-            ensure_local_dataset(source)
+            ensure_local_dataset(source) or ensure_maze_dataset(source)
         data, info = dataset_lib.load_dataset(source, config.reward_transform,
                                               file_action_bounds=(-1.0, 1.0) if bounds is None else bounds)
     except dataset_lib.DatasetError as e:
@@ -421,13 +422,18 @@ class Experiment:
         policy = self._policy(agents, episodes, step)
         shown = []
         if self.is_main:
-            returns = evaluation.evaluate(policy, self.make_env, len(env_seeds), env_seeds)["returns"]
-            for seed, seed_returns in zip(self.seeds, returns.reshape(n, episodes)):
-                mean = float(seed_returns.mean())
+            result = evaluation.evaluate(policy, self.make_env, len(env_seeds), env_seeds)
+            returns, successes = result["returns"].reshape(n, episodes), result["successes"]
+            for i, seed in enumerate(self.seeds):
+                mean = float(returns[i].mean())
                 score = evaluation.normalized_score(mean, self.ref_min, self.ref_max)
                 score = None if score is None else float(score)
+                # Maze envs report success; their episodes end at the goal with return 1, so
+                # the normalised score with refs (0, 1) is 100 x this rate, as D4RL's AntMaze.
+                success = {} if successes is None else {"success_rate": float(successes.reshape(n, episodes)[i].mean())}
                 self.writer.write("eval", step, seed, {"return": mean, "normalized_score": score,
-                                                       "return_std": float(seed_returns.std()), **(extra or {})})
+                                                       "return_std": float(returns[i].std()), **success,
+                                                       **(extra or {})})
                 shown.append(mean if score is None else score)
         self.eval_seconds += time.perf_counter() - tic
         return float(np.mean(shown)) if shown else float("nan")

@@ -177,7 +177,8 @@ class MetricsWriter:
 def summarize(eval_rows: list[dict]) -> dict:
     """Last and best score per seed, and their mean/std over seeds.
 
-    Uses `normalized_score` when every row has one, else the raw `return` (and says so).
+    Uses `normalized_score` when every row has one, else the raw `return` (and says so); with
+    a `success_rate` column (maze envs), also the last success rate per seed and over seeds.
     """
     if not eval_rows:
         return {"metric": None, "per_seed": {}}
@@ -190,6 +191,13 @@ def summarize(eval_rows: list[dict]) -> dict:
         s["best"] = max(s["best"], r[metric])
     last = np.array([s["last"] for s in per_seed.values()])
     best = np.array([s["best"] for s in per_seed.values()])
+    extra = {}
+    if all(r.get("success_rate") is not None for r in eval_rows):  # maze envs: the success rate too
+        last_rates = {r["seed"]: r["success_rate"] for r in sorted(eval_rows, key=lambda r: r["step"])}
+        for seed, rate in last_rates.items():
+            per_seed[seed]["last_success_rate"] = rate
+        extra = {"last_success_rate_mean": float(np.mean(list(last_rates.values()))),
+                 "last_success_rate_std": float(np.std(list(last_rates.values())))}
     return {
         "metric": metric,
         "per_seed": {str(k): v for k, v in per_seed.items()},
@@ -198,6 +206,7 @@ def summarize(eval_rows: list[dict]) -> dict:
         "best_mean": float(best.mean()),
         "best_std": float(best.std()),
         "num_seeds": len(per_seed),
+        **extra,
     }
 
 
