@@ -42,7 +42,7 @@ RECENT = 10  # online returns averaged in train.csv's online_return
 def check_config(config) -> None:
     if config.pretrain_steps:
         experiment.check_intervals(config, "pretrain_steps")
-    for name in ("online_steps", "buffer_size", "utd", "env_steps_per_call", "eval_interval", "log_interval"):
+    for name in ("online_steps", "buffer_size", "utd", "eval_interval", "log_interval"):
         if config[name] <= 0:
             raise cli.UserError(f"config.{name} must be > 0, got {config[name]}")
     if config.pretrain_eval_interval is not None and (
@@ -53,10 +53,6 @@ def check_config(config) -> None:
         raise cli.UserError(f"config.online_batch_size must be > 0, got {config.online_batch_size}")
     if config.start_training < 0 or config.online_temperature < 0:
         raise cli.UserError("config.start_training and config.online_temperature must be >= 0")
-    for name in ("eval_interval", "log_interval", "online_steps", "start_training"):
-        if config[name] % config.env_steps_per_call:
-            raise cli.UserError(f"config.{name}={config[name]} is not a multiple of config.env_steps_per_call="
-                                f"{config.env_steps_per_call}")
 
 
 def checkpoint_template(agents, online: bool, num_seeds: int, obs_dim: int, action_dim: int) -> dict:
@@ -135,40 +131,40 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
         env_step, episode_count, recent = 0, np.zeros(n, np.int64), np.full((n, RECENT), np.nan)
 
     online_keys = [jax.random.fold_in(jax.random.key(s), 1) for s in exp.seeds]
-    act_keys = jnp.stack([jax.random.fold_in(k, 0) for k in online_keys])
+    act_keys = multiseed.shard_seeds(jnp.stack([jax.random.fold_in(k, 0) for k in online_keys]), exp.mesh)
     # Episodes start from seeds derived from the env-step count (a resumed run restarts the
     # episodes that a stop interrupted; the env's own state cannot be saved in general).
     env_seeds = [int(jax.random.randint(jax.random.fold_in(jax.random.fold_in(k, 1), env_step), (), 0, 2**30))
                  for k in online_keys]
     envs = gym.vector.SyncVectorEnv([exp.make_env] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs, _ = envs.reset(seed=env_seeds)
+    obs = envs.reset(seed=env_seeds)[0].astype(np.float32)
+    temperature, batch_size = config.online_temperature, config.online_batch_size or config.batch_size
+    # The action taken after k env steps is drawn with the seed's acting key folded with k.
+    actions = np.asarray(multiseed.sample_actions(agents, jnp.asarray(obs[:, None]),
+                                                  experiment.fold_keys(act_keys, env_step), temperature))[:, 0]
     episode_returns = np.zeros(n)
     checked_through = step  # the NaN guard's last checked step
-    chunk = config.env_steps_per_call
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
               disable=not exp.is_main) as bar:
-        for env_step in range(env_step + chunk, config.online_steps + 1, chunk):
-            rows = []
-            for i in range(chunk):
-                keys = experiment.fold_keys(act_keys, env_step - chunk + i)
-                actions = np.asarray(multiseed.sample_actions(agents, jnp.asarray(obs[:, None], jnp.float32), keys,
-                                                              config.online_temperature))[:, 0]
-                next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-                ended = terminated | truncated
-                rows.append((obs, actions, rewards, terminated, truncated, true_next_obs(next_obs, ended, infos)))
-                episode_returns += rewards
-                for j in np.flatnonzero(ended):
-                    recent[j] = np.append(recent[j, 1:], episode_returns[j])
-                    episode_count[j] += 1
-                    episode_returns[j] = 0.0
-                obs = next_obs
-            # (num_seeds, chunk, ...) arrays, one slice per seed's buffer.
-            buffers = multiseed.insert(buffers, *(jnp.asarray(np.stack(col, axis=1), jnp.float32) for col in zip(*rows)))
-            step_updates = chunk * config.utd if env_step > config.start_training else 0
+        for env_step in range(env_step + 1, config.online_steps + 1):
+            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+            next_obs = next_obs.astype(np.float32)
+            ended = terminated | truncated
+            episode_returns += rewards
+            for j in np.flatnonzero(ended):
+                recent[j] = np.append(recent[j, 1:], episode_returns[j])
+                episode_count[j] += 1
+                episode_returns[j] = 0.0
+            # One compiled call per env step: store the transition, update, act on next_obs.
+            transition = (obs, actions, rewards.astype(np.float32), terminated.astype(np.float32),
+                          truncated.astype(np.float32), true_next_obs(next_obs, ended, infos))
+            step_updates = config.utd if env_step > config.start_training else 0
+            agents, buffers, next_actions, step_metrics = multiseed.online_step(
+                agents, buffers, act_keys, transition, next_obs, exp.data, env_step, step_updates, batch_size,
+                config.mix_offline, temperature)
             if step_updates:
-                agents, metrics = multiseed.update_n_online(agents, buffers, exp.data, step_updates,
-                                                            config.online_batch_size or config.batch_size,
-                                                            config.mix_offline)
+                metrics = step_metrics
+            obs = next_obs
             step += step_updates
             # The NaN guard syncs with the device, so online (one update per call) it runs at log
             # and checkpoint points only: never later than the next checkpoint, which it protects.
@@ -177,7 +173,8 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
                                  or exp.stop_signal or (interval and env_step % interval == 0)):
                 exp.check_finite(step, agents, metrics, first=checked_through + 1)
                 checked_through = step
-            bar.update(chunk)
+            if env_step % 100 == 0 or env_step == config.online_steps:
+                bar.update(env_step - bar.n)
             extra = {"phase": "online", "env_steps": env_step}
             if env_step % config.log_interval == 0 and step_updates:
                 online_return = float(np.mean(np.nanmean(recent, axis=1))) if episode_count.min() > 0 else None
@@ -187,6 +184,7 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
             exp.checkpoint(step, {"agents": agents, "step": step, "online": 1, "offline_steps": offline_steps,
                                   "env_step": env_step, "buffers": buffers, "episode_count": episode_count,
                                   "recent_returns": recent}, config.online_steps, counter=env_step)
+            actions = np.asarray(next_actions)
     envs.close()
     return agents, step, episode_count
 

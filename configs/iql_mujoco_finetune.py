@@ -27,9 +27,6 @@ def add_finetune_fields(config: ml_collections.ConfigDict) -> None:
     config.buffer_size = 2_000_000
     # Gradient steps per environment step.
     config.utd = 1
-    # Env steps per compiled call online: the chunk's transitions are inserted, then utd x that
-    # many updates run in one scan. 1 = act with the newest policy every step, as the original.
-    config.env_steps_per_call = 1
     # Sample half of each batch from the offline data and half from online transitions
     # (the IDQL / RLPD recipe) instead of one buffer seeded with the offline data.
     config.mix_offline = False

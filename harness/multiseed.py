@@ -70,9 +70,9 @@ def create_agents(create: Callable[[jax.Array], Any], seeds: list[int], mesh: Me
     return shard_seeds(agents, mesh)
 
 
-def _per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int) -> Callable:
+def _per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int, donate: tuple = (0,)) -> Callable:
     """jit of `fn(*seeded, *shared)` for every seed: the first `num_seeded` arguments carry the
-    seed axis (the first is the agents, donated), the rest are shared by all seeds.
+    seed axis (the first is the agents; `donate` the donated ones), the rest are shared by all seeds.
 
     Each device runs its own seeds (shard_map: no cross-device work). A device holding one
     seed runs the plain single-agent program: on a CPU a vmap over an axis of length 1 costs
@@ -90,7 +90,7 @@ def _per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int) -> Cal
     # Explicit out_shardings: on a mesh of one device the outputs would otherwise come back
     # as P() and the next call, fed them, would compile again.
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(SEED_AXIS), check_vma=False),
-                   out_shardings=seed_sharding(mesh), donate_argnums=0)
+                   out_shardings=seed_sharding(mesh), donate_argnums=donate)
 
 
 @functools.lru_cache(maxsize=None)
@@ -117,25 +117,40 @@ def sample_actions(agents: Any, observations: jax.Array, keys: jax.Array, temper
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_update_n_online(mesh: Mesh, num_steps: int, batch_size: int, mix_offline: bool) -> Callable:
-    """Like `compiled_update_n`, but each seed samples from its own replay buffer, or half from
-    its buffer and half from the shared offline dataset when `mix_offline`."""
-    def one(agent, buffer, offline):
-        source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
-        return agent._update_n(source, num_steps, batch_size)
+def compiled_online_step(mesh: Mesh, num_updates: int, batch_size: int, mix_offline: bool,
+                         temperature: float) -> Callable:
+    """One environment step of online fine-tuning in one compiled call, for every seed: insert
+    the step's transition into the seed's replay buffer, run `num_updates` updates on it (or on
+    MixedData with the offline dataset), and sample the action for the next observation with
+    the updated policy (key: the seed's acting key folded with the env-step index). The agents
+    and the buffers are donated, so the buffer write is in place."""
+    def one(agent, buffer, act_key, obs, action, reward, terminated, truncated, next_obs, act_obs, offline, index):
+        row = (obs, action, reward, terminated, truncated, next_obs)
+        metrics = {}
+        if num_updates:
+            source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
+            agent, metrics = agent._update_n(source, num_updates, batch_size)
+            # The row is written in place only once the update's batch gathers have read the
+            # buffer. XLA sees that order through data alone: without this (exact, +0) dependency
+            # of the row on the update it copies the whole buffer (2M rows, ~0.5 s) every env step.
+            after = 0.0 * jnp.nan_to_num(sum(jax.tree.leaves(metrics)))
+            row = tuple(x + after for x in row)
+        buffer = buffer._insert(*(x[None] for x in row))
+        actions = agent.sample_actions(act_obs[None], jax.random.fold_in(act_key, index), temperature)[0]
+        return agent, buffer, actions, metrics
 
-    return _per_seed(one, mesh, 2, 1)
+    return _per_seed(one, mesh, 10, 2, donate=(0, 1))
 
 
-def update_n_online(agents, buffers, offline, num_steps: int, batch_size: int, mix_offline: bool):
+def online_step(agents, buffers, act_keys, transition, act_obs, offline, index: int, num_updates: int,
+                batch_size: int, mix_offline: bool, temperature: float):
+    """`compiled_online_step` for the seeds' (agents, buffers): `transition` is (obs, action,
+    reward, terminated, truncated, next_obs) with a leading seed axis, `act_obs` the observations
+    to act on next (the next episode's first one where an episode ended). Returns (agents,
+    buffers, actions (num_seeds, act_dim) on the device, metrics)."""
     mesh = jax.tree.leaves(agents)[0].sharding.mesh
-    return compiled_update_n_online(mesh, num_steps, batch_size, mix_offline)(agents, buffers, offline)
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def insert(buffers: Any, *rows: jax.Array) -> Any:
-    """Append (num_seeds, n, ...) transitions, seed i's rows to seed i's buffer (donated)."""
-    return jax.vmap(lambda buffer, *r: buffer._insert(*r))(buffers, *rows)
+    step = compiled_online_step(mesh, num_updates, batch_size, mix_offline, float(temperature))
+    return step(agents, buffers, act_keys, *transition, act_obs, offline, jnp.int32(index))
 
 
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:

@@ -34,16 +34,20 @@ import subprocess
 import sys
 import time
 
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 import dataset as dataset_lib
-from configs import idql_mujoco, iql_mujoco
+import evaluation
+from behavior import mazes
+from configs import idql_mujoco, iql_antmaze_finetune, iql_mujoco
 from harness import cli, multiseed
 from idql import IDQLLearner
 from learner import IQLLearner
+from replay_buffer import ReplayBuffer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +56,8 @@ flags.DEFINE_bool("quick", False, "Short timing windows (a few minutes in all)."
 flags.DEFINE_string("json", None, "Write the records to this JSON file.", flag_values=FLAGS)
 flags.DEFINE_integer("sharded_devices", 0, "Devices for the sharded configurations (0: one per CPU core, "
                      "or all accelerators).", flag_values=FLAGS)
-flags.DEFINE_list("parts", ["iql", "idql"], "What to measure: iql (updates, seed layouts), idql (update, acting).",
+flags.DEFINE_list("parts", ["iql", "idql", "online"], "What to measure: iql (updates, seed layouts), idql (update, "
+                  "acting), online (AntMaze fine-tuning's env steps/s against offline updates/s).",
                   flag_values=FLAGS)
 flags.DEFINE_string("child", None, "Internal: run one sharded configuration 'N,K' and print its record.",
                     flag_values=FLAGS)
@@ -247,6 +252,75 @@ def bench_idql(data, windows, seconds) -> dict:
     return {"ceilings": ceilings, "records": records}
 
 
+def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int = 1_000_000) -> dict:
+    """Online fine-tuning on AntMaze (umaze, obs 31, act 8; configs/iql_antmaze_finetune.py,
+    one seed): env steps/s of the online loop's body (the env steps on the host, then one fused
+    compiled call stores the transition, updates once and acts) against the offline loop's
+    updates/s (`update_n`, steps_per_call updates per call) for the same agent and data shapes,
+    and the two parts of an env step alone."""
+    config = iql_antmaze_finetune.get_config()
+    make = lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", "diverse", evaluation=False))  # noqa: E731
+    envs = gym.vector.SyncVectorEnv([make], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    rng = np.random.default_rng(0)
+    data, _ = dataset_lib.from_arrays(
+        observations=rng.standard_normal((data_size, obs_dim)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (data_size, act_dim)).astype(np.float32),
+        rewards=(rng.random(data_size) < 0.01).astype(np.float32), terminals=np.zeros(data_size, np.float32),
+        next_observations=rng.standard_normal((data_size, obs_dim)).astype(np.float32), reward_transform="antmaze")
+    mesh = multiseed.make_mesh(1, 1)
+    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)  # noqa: E731
+    agents = [multiseed.create_agents(create, [0], mesh)]
+    shared = multiseed.replicate(data, mesh)
+    k = config.steps_per_call
+
+    def offline():
+        agents[0], info = multiseed.update_n(agents[0], shared, k, config.batch_size)
+        jax.block_until_ready(info)
+
+    offline_compile, offline_rate = timed(offline, k, windows, seconds)
+    buffers = [multiseed.shard_seeds(multiseed.stack([ReplayBuffer.from_dataset(jax.device_get(data), buffer_size, 1.0,
+                                                                                 -1.0)]), mesh)]
+    act_keys = multiseed.shard_seeds(jnp.stack([jax.random.key(1)]), mesh)
+    state = {"obs": envs.reset(seed=0)[0].astype(np.float32), "actions": np.zeros((1, act_dim), np.float32), "i": 0}
+    zeros = np.zeros(1, np.float32)
+
+    def fused(next_obs, rewards, terminated, truncated):
+        state["i"] += 1
+        transition = (state["obs"], state["actions"], rewards, terminated, truncated, next_obs)
+        agents[0], buffers[0], actions, _ = multiseed.online_step(
+            agents[0], buffers[0], act_keys, transition, next_obs, shared, state["i"], config.utd, config.batch_size,
+            False, config.online_temperature)
+        state["obs"], state["actions"] = next_obs, np.asarray(actions)
+
+    def env_step():
+        next_obs, rewards, terminated, truncated, _ = envs.step(state["actions"])
+        return (next_obs.astype(np.float32), rewards.astype(np.float32), terminated.astype(np.float32),
+                truncated.astype(np.float32))
+
+    def online():
+        fused(*env_step())
+
+    online_compile, online_rate = timed(online, 1, windows, seconds)
+    _, env_rate = timed(env_step, 1, windows, seconds)
+    held = (state["obs"], zeros, zeros, zeros)
+    _, fused_rate = timed(lambda: fused(*held), 1, windows, seconds)
+    envs.close()
+    record = {"design": "online_antmaze", "buffer_size": buffer_size, "batch_size": config.batch_size,
+              "offline_updates_per_s": offline_rate, "online_env_steps_per_s": online_rate,
+              "online_fraction_of_offline": online_rate / offline_rate, "env_only_steps_per_s": env_rate,
+              "fused_call_only_per_s": fused_rate, "compile_s": online_compile + offline_compile}
+    print(f"\nOnline fine-tuning, AntMaze umaze (obs {obs_dim}, act {act_dim}, buffer {buffer_size:,}, batch "
+          f"{config.batch_size}, utd {config.utd}, 1 seed):")
+    print("| what | rate |\n|---|---|")
+    print(f"| offline updates (update_n, {k} per call) | {offline_rate:.0f} updates/s |")
+    print(f"| online: env step + fused call (store, 1 update, act) | {online_rate:.0f} env steps/s "
+          f"({100 * online_rate / offline_rate:.0f}% of offline) |")
+    print(f"| the env step alone | {env_rate:.0f} steps/s |")
+    print(f"| the fused call alone | {fused_rate:.0f} calls/s |")
+    return record
+
+
 def run_child(spec: str) -> None:
     """Runs in a subprocess: 'N,K' with XLA_FLAGS giving several host devices, or 'N,K,core'
     pinned to one core (one of the independent processes of the `processes` bound)."""
@@ -322,9 +396,9 @@ def main(argv):
     if FLAGS.child:
         run_child(FLAGS.child)
         return
-    unknown = sorted(set(FLAGS.parts) - {"iql", "idql"})
+    unknown = sorted(set(FLAGS.parts) - {"iql", "idql", "online"})
     if unknown:
-        raise cli.UserError(f"--parts: unknown {unknown}; choose from iql, idql")
+        raise cli.UserError(f"--parts: unknown {unknown}; choose from iql, idql, online")
     data, arrays, config = setup()
     windows, seconds = (3, 2.0) if FLAGS.quick else (5, 5.0)
     platform = jax.devices()[0].platform
@@ -335,6 +409,8 @@ def main(argv):
         results.update(bench_iql(data, arrays, config, windows, seconds, platform, cores))
     if "idql" in FLAGS.parts:
         results["idql"] = bench_idql(data, windows, seconds)
+    if "online" in FLAGS.parts:
+        results["online"] = bench_online(windows, seconds)
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(results, f, indent=2)
