@@ -14,8 +14,8 @@ split, actions clipped and rewards preprocessed (IQL paper, Appendix B / the ori
   +-(1 - 1e-5) as the original;
 - D4RL-format files: rows at timeouts are dropped, as `d4rl.qlearning_dataset` (what the
   original trained on) does, even when the file holds `next_observations`;
-- rewards: `locomotion` scales by 1000 / (max - min episode return), `antmaze` subtracts 1,
-  `none` leaves them. The same (scale, shift) is kept in `DatasetInfo` for online data.
+- rewards: `locomotion` scales by 1000 / (max - min episode return), `antmaze` subtracts 1
+  (and sets masks = 0 where the sparse reward is 1, D4RL's AntMaze terminals), `none` leaves them. The same (scale, shift) is kept in `DatasetInfo` for online data.
 
 Minari episodes hold T+1 observations and T actions; `next_observations[t]` is
 `observations[t + 1]` of the same episode, so no transition crosses an episode boundary.
@@ -227,11 +227,17 @@ def from_arrays(
         dones = term | tout | jumps
 
     scale, shift = reward_transform_params(reward_transform, rew, dones)
+    bootstrap_ends = term
+    if reward_transform == "antmaze":
+        # D4RL's AntMaze files mark a terminal wherever the sparse reward is 1 (its
+        # relabel_antmaze_rewards.py) and the original trains on masks = 1 - terminals;
+        # continuing data (Minari's, the local sets) carry on past the goal unmarked.
+        bootstrap_ends = term | (rew > 0)
     dataset = Dataset(
         observations=jnp.asarray(obs),
         actions=jnp.asarray(act),
         rewards=jnp.asarray(rew * scale + shift),
-        masks=jnp.asarray(1.0 - term.astype(np.float32)),
+        masks=jnp.asarray(1.0 - bootstrap_ends.astype(np.float32)),
         dones=jnp.asarray(dones.astype(np.float32)),
         next_observations=jnp.asarray(next_obs),
     )

@@ -3,6 +3,8 @@
     python -m behavior.collect --env=Hopper-v5                   # the 5 kinds, from the shipped policies
     python -m behavior.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --datasets=medium,expert
     python -m behavior.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --export=behavior/policies/hopper
+    python -m behavior.collect --env=pointmaze --datasets=umaze,medium-diverse     # maze sets (behavior/mazes.py)
+    python -m behavior.collect --env=antmaze --datasets=umaze --behavior=runs/behavior/goal_ant
 
 The kinds (random, medium, medium-replay, expert, medium-expert) and how each is made are in
 behavior/datasets.py.
@@ -10,11 +12,13 @@ behavior/datasets.py.
 
 from absl import flags
 
+from behavior import mazes
 from behavior.datasets import KINDS, SHIPPED, Behavior, make_datasets, shipped_dir
 from harness import cli
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
-flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id.", flag_values=FLAGS)
+flags.DEFINE_string("env", "Hopper-v5", "Gymnasium environment id, or antmaze / pointmaze for the maze sets "
+                    "(kinds <maze>[-diverse|-play], maze in umaze, medium, large).", flag_values=FLAGS)
 flags.DEFINE_string("behavior", None, f"Behavior folder (default: the shipped one, {SHIPPED}/<env>).", flag_values=FLAGS)
 flags.DEFINE_list("datasets", list(KINDS), f"Which datasets to make, from {KINDS}.", flag_values=FLAGS)
 flags.DEFINE_string("namespace", "local", "Minari namespace of the new dataset ids.", flag_values=FLAGS)
@@ -28,6 +32,15 @@ flags.DEFINE_string("export", None, "Instead of collecting, copy the snapshots c
 
 def main(argv):
     del argv
+    if FLAGS.env in mazes.FAMILIES:
+        kinds = [] if FLAGS.datasets == list(KINDS) else FLAGS.datasets
+        if not kinds:
+            raise cli.UserError(f"--env={FLAGS.env}: name the --datasets, e.g. umaze,umaze-diverse,medium-play,"
+                                "medium-diverse")
+        ids = [mazes.make_maze_dataset(FLAGS.env, kind, FLAGS.namespace, FLAGS.steps, FLAGS.seed, FLAGS.num_envs,
+                                       FLAGS.behavior, FLAGS.overwrite) for kind in kinds]
+        print("datasets: " + ", ".join(ids))
+        return
     behavior = Behavior(FLAGS.behavior or shipped_dir(FLAGS.env))
     if FLAGS.export:
         behavior.export(FLAGS.export)

@@ -12,15 +12,19 @@ neighbouring cell stays inside the two cells, so the target never lies behind a 
 - PointMaze: a PD controller on the ball, action = clip(KP (target - xy) - KD v), as Minari's
   D4RL/pointmaze sets.
 
-Dataset kinds (`<family>/<maze>[-<regime>]-v0`, e.g. local/antmaze/medium-play-v0):
-  umaze (fixed)  one start cell and one goal cell: D4RL's evaluation task itself
-  <maze>-diverse start and goal cells drawn from all free cells; a new goal on each arrival
-  <maze>-play    start and goal cells drawn from a hand-picked few (the 'c' cells of
-                 Gymnasium-Robotics' *_DIVERSE_GR maps); a new goal on each arrival
-The data env is continuing (reaching the goal neither terminates nor resets the episode) and
-episodes are cut by the time limit (`timeouts`), as D4RL's AntMaze. Rewards are the sparse
-1[|xy - goal| <= 0.45]. Evaluation is D4RL's task: start in the start cell, reach the goal cell,
-the episode terminating at the goal; return = success in {0, 1}, so the metadata's reference
+Dataset kinds (`<family>/<maze>[-<regime>]-v0`, e.g. local/antmaze/medium-play-v0): each
+episode draws a (start cell, commanded goal cell) pair and the controller drives there, then
+stays, until the time limit (`timeouts`; the data env is continuing), as D4RL:
+  umaze (fixed)  D4RL's evaluation start and goal cells only
+  <maze>-diverse any two different free cells
+  <maze>-play    two different cells of a hand-picked few (the 'c' cells of
+                 Gymnasium-Robotics' *_DIVERSE_GR maps)
+As D4RL (relabel_antmaze_rewards.py), rewards and `info['success']` are about the evaluation
+goal, not the commanded one: 1[|xy - goal| <= 0.45] with the goal drawn per episode around
+D4RL's goal cell as the evaluation env draws it, and `desired_goal` observes that goal; so the
+diverse and play sets reward only trajectories that pass the goal, and reaching it from the
+start means stitching them. Evaluation is D4RL's task: start in the start cell, reach the goal
+cell, the episode terminating there; return = success in {0, 1}, so the metadata's reference
 scores (0, 1) make the normalised score 100 x success rate, as D4RL's AntMaze.
 """
 
@@ -30,6 +34,7 @@ import os
 import gymnasium as gym
 import gymnasium_robotics
 import jax
+import jax.numpy as jnp
 import numpy as np
 from gymnasium_robotics.envs.maze import maps
 from tqdm import tqdm
@@ -51,6 +56,9 @@ PLAY_CELLS = {
     "large": [(r, c) for r, row in enumerate(maps.LARGE_MAZE_DIVERSE_GR) for c, v in enumerate(row) if v == "c"],
 }
 REGIMES = ("fixed", "diverse", "play")
+# Exploration noise added to the controller's actions: D4RL's AntMaze N(0, 0.2) (its --noisy
+# sets); Minari's D4RL/pointmaze N(0, 0.5).
+ACTION_NOISE = {"antmaze": 0.2, "pointmaze": 0.5}
 # Episode lengths: D4RL's AntMaze evaluation time limits (700 / 1000 / 1000), and data
 # episodes of 1000 steps; PointMaze's as Minari's D4RL/pointmaze (300 / 600 / 800).
 EVAL_STEPS = {"antmaze": {"umaze": 700, "medium": 1000, "large": 1000},
@@ -84,20 +92,53 @@ def free_cells(maze: str) -> list[tuple[int, int]]:
     return [(r, c) for r, row in enumerate(MAZES[maze]) for c, v in enumerate(row) if v != 1]
 
 
-def env_kwargs(family: str, maze: str, regime: str, evaluation: bool) -> dict:
-    """gym.make keyword arguments of a data env (continuing) or of the evaluation env."""
-    if evaluation or regime == "fixed":
-        start, goal = EVAL_CELLS[maze]
-        grid, reset_target = marked_map(maze, [start], [goal]), False
-    else:
-        cells = free_cells(maze) if regime == "diverse" else PLAY_CELLS[maze]
-        grid, reset_target = marked_map(maze, cells, cells), True
+def cell_pairs(maze: str, regime: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The (start cell, commanded goal cell) pairs an episode of `regime` draws from."""
+    if regime == "fixed":
+        return [EVAL_CELLS[maze]]
+    cells = free_cells(maze) if regime == "diverse" else PLAY_CELLS[maze]
+    return [(a, b) for a in cells for b in cells if a != b]
+
+
+def make_env(family: str, maze: str, evaluation: bool = True, **kwargs) -> gym.Env:
+    """The evaluation env (D4RL's start and goal cells, terminating at the goal, D4RL's time
+    limit) or a data env (continuing; any cell may be a start or a goal: `record` picks them)."""
+    start, goal = EVAL_CELLS[maze]
+    grid = marked_map(maze, [start], [goal]) if evaluation else [[1 if v == 1 else "c" for v in row]
+                                                                 for row in MAZES[maze]]
     steps = (EVAL_STEPS if evaluation else DATA_STEPS)[family][maze]
-    return dict(maze_map=grid, continuing_task=not evaluation, reset_target=reset_target, max_episode_steps=steps)
+    return gym.make(FAMILIES[family], maze_map=grid, continuing_task=not evaluation, reset_target=False,
+                    max_episode_steps=steps, **kwargs)
 
 
-def make_env(family: str, maze: str, regime: str = "fixed", evaluation: bool = True, **kwargs) -> gym.Env:
-    return gym.make(FAMILIES[family], **env_kwargs(family, maze, regime, evaluation), **kwargs)
+class EvaluationGoal(gym.Wrapper):
+    """A data env seen through D4RL's relabelling: the controller drives to the commanded goal
+    (the env's own, `commanded_goal()`), but rewards, `info['success']` and the observed
+    `desired_goal` are about the evaluation goal, drawn per episode around D4RL's goal cell
+    with the evaluation env's noise."""
+
+    def __init__(self, env: gym.Env, goal_cell: tuple[int, int]):
+        super().__init__(env)
+        self.goal_cell, self.goal = goal_cell, np.zeros(2)
+
+    def commanded_goal(self) -> np.ndarray:
+        return self.env.unwrapped.goal
+
+    def _view(self, obs: dict) -> tuple[dict, bool]:
+        success = bool(np.linalg.norm(obs["achieved_goal"] - self.goal) <= 0.45)
+        return {**obs, "desired_goal": self.goal.copy()}, success
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        maze = self.env.unwrapped
+        self.goal = maze.add_xy_position_noise(maze.maze.cell_rowcol_to_xy(np.asarray(self.goal_cell)))
+        obs, success = self._view(obs)
+        return obs, {**info, "success": success}
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        obs, success = self._view(obs)
+        return obs, float(success), terminated, truncated, {**info, "success": success}
 
 
 class Planner:
@@ -137,66 +178,81 @@ class Planner:
         return np.asarray(self.maze.cell_rowcol_to_xy(np.asarray(step)), np.float64)
 
 
-def ant_controller(behavior_dir: str = ANT_POLICY):
-    """(observation dicts stacked, targets, key) -> actions of the goal-reaching Ant policy."""
+def ant_controller(behavior_dir: str = ANT_POLICY, noise: float = ACTION_NOISE["antmaze"]):
+    """(observation dicts stacked, targets, key) -> actions: the goal-reaching Ant policy's mean
+    plus N(0, noise) (D4RL's noisy sets), clipped to [-1, 1]."""
     behavior = Behavior(behavior_dir)
-    policy = make_policy(behavior, behavior.expert["step"], behavior.meta["action_dim"])
+    policy = make_policy(behavior, behavior.expert["step"], behavior.meta["action_dim"], deterministic=True)
 
     def act(obs: dict, targets: np.ndarray, key) -> np.ndarray:
-        return np.asarray(policy(goal_ant.policy_input(obs["observation"], obs["achieved_goal"], targets), key))
+        mean = policy(goal_ant.policy_input(obs["observation"], obs["achieved_goal"], targets), key)
+        return np.asarray(jnp.clip(mean + noise * jax.random.normal(key, mean.shape), -1.0, 1.0))
 
     return act
 
 
-def point_controller(obs: dict, targets: np.ndarray, key=None) -> np.ndarray:
-    """PD control of the ball towards the targets (observation = x, y, vx, vy)."""
-    state = obs["observation"]
-    return np.clip(KP * (targets - state[:, :2]) - KD * state[:, 2:4], -1.0, 1.0).astype(np.float32)
+def point_controller(noise: float = ACTION_NOISE["pointmaze"]):
+    """PD control of the ball towards the targets (observation = x, y, vx, vy), plus N(0, noise)."""
+
+    def act(obs: dict, targets: np.ndarray, key) -> np.ndarray:
+        state = obs["observation"]
+        pd = KP * (targets - state[:, :2]) - KD * state[:, 2:4]
+        return np.clip(pd + noise * np.asarray(jax.random.normal(key, pd.shape)), -1.0, 1.0).astype(np.float32)
+
+    return act
+
+
+def controller_for(family: str, behavior_dir: str | None = None, noise: float | None = None):
+    noise = ACTION_NOISE[family] if noise is None else noise
+    return ant_controller(behavior_dir or ANT_POLICY, noise) if family == "antmaze" else point_controller(noise)
 
 
 def stack(observations: list[dict]) -> dict:
     return {k: np.stack([o[k] for o in observations]) for k in observations[0]}
 
 
-def drive(envs, controller, steps: int, key, desc: str = "maze") -> dict:
-    """Step `envs` (continuing maze envs, possibly DataCollector-wrapped) in lockstep for `steps`
-    env steps in all; returns {'episodes', 'arrivals'} (goal arrivals counted per step the goal
-    changes or the agent first reaches it)."""
+def record(envs, controller, pairs, steps: int, key, desc: str = "maze") -> dict:
+    """Step `envs` (EvaluationGoal-wrapped data envs, possibly inside DataCollectors) in lockstep
+    for `steps` env steps in all, each episode from a (start, goal) cell pair drawn from `pairs`;
+    returns {'episodes', 'success_episodes'} (episodes passing the evaluation goal)."""
     env_key, act_key = jax.random.split(key)
     planners = [Planner(e.unwrapped.maze) for e in envs]
     resets = 0
 
     def reset(env):
         nonlocal resets
-        seed = int(jax.random.randint(jax.random.fold_in(env_key, resets), (), 0, 2**31 - 1))
+        k = jax.random.fold_in(env_key, resets)
+        start, goal = pairs[int(jax.random.randint(k, (), 0, len(pairs)))]
+        seed = int(jax.random.randint(jax.random.fold_in(k, 1), (), 0, 2**31 - 1))
         resets += 1
-        return env.reset(seed=seed)[0]
+        return env.reset(seed=seed, options={"reset_cell": np.asarray(start), "goal_cell": np.asarray(goal)})[0]
 
+    def goal_view(env):  # the EvaluationGoal wrapper inside a DataCollector
+        while not isinstance(env, EvaluationGoal):
+            env = env.env
+        return env
+
+    views = [goal_view(e) for e in envs]
     obs = [reset(e) for e in envs]
-    at_goal = np.zeros(len(envs), bool)
-    arrivals, done_steps, call = 0, 0, 0
+    reached = np.zeros(len(envs), bool)
+    successes, done_steps, call = 0, 0, 0
     with tqdm(total=steps, unit="step", desc=desc, dynamic_ncols=True, mininterval=1.0) as bar:
         while done_steps < steps:
             active = min(len(envs), steps - done_steps)
-            batch = stack(obs)
-            targets = np.stack([p.target(o["achieved_goal"], o["desired_goal"]) for p, o in zip(planners, obs)])
-            actions = controller(batch, targets, jax.random.fold_in(act_key, call))
+            targets = np.stack([p.target(o["achieved_goal"], v.commanded_goal())
+                                for p, o, v in zip(planners, obs, views)])
+            actions = controller(stack(obs), targets, jax.random.fold_in(act_key, call))
             call += 1
             for j in range(active):
                 next_obs, _, terminated, truncated, info = envs[j].step(actions[j])
-                success = bool(info.get("success", False))
-                arrivals += success and not at_goal[j]
-                at_goal[j] = success
+                reached[j] |= bool(info["success"])
                 if terminated or truncated:
-                    next_obs, at_goal[j] = reset(envs[j]), False
+                    successes += reached[j]
+                    next_obs, reached[j] = reset(envs[j]), False
                 obs[j] = next_obs
             done_steps += active
             bar.update(active)
-    return {"episodes": resets, "arrivals": int(arrivals)}
-
-
-def controller_for(family: str, behavior_dir: str | None = None):
-    return ant_controller(behavior_dir or ANT_POLICY) if family == "antmaze" else point_controller
+    return {"episodes": resets, "success_episodes": int(successes)}
 
 
 def success_rate(family: str, maze: str, controller, episodes: int, seed: int) -> float:
@@ -220,8 +276,10 @@ def success_rate(family: str, maze: str, controller, episodes: int, seed: int) -
 
 
 def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: int = 1_000_000, seed: int = 0,
-                      num_envs: int = 16, behavior_dir: str | None = None, overwrite: bool = False) -> str:
-    """Record `<namespace>/<family>/<kind>-v0` into the local Minari root; returns its id."""
+                      num_envs: int = 16, behavior_dir: str | None = None, overwrite: bool = False,
+                      pairs: list | None = None, noise: float | None = None) -> str:
+    """Record `<namespace>/<family>/<kind>-v0` into the local Minari root; returns its id.
+    `pairs` replaces the kind's (start, goal) cell pairs (e.g. a stitching test's)."""
     import minari  # heavy: imported when a dataset is made
 
     if family not in FAMILIES:
@@ -233,11 +291,13 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
             print(f"{ds_id} already exists in {dataset_lib.minari_root()}; keeping it (--overwrite replaces it)")
             return ds_id
         minari.delete_dataset(ds_id)
-    controller = controller_for(family, behavior_dir)
-    collectors = [minari.DataCollector(make_env(family, maze, regime, evaluation=False)) for _ in range(num_envs)]
+    controller = controller_for(family, behavior_dir, noise)
+    pairs = pairs or cell_pairs(maze, regime)
+    collectors = [minari.DataCollector(EvaluationGoal(make_env(family, maze, evaluation=False), EVAL_CELLS[maze][1]))
+                  for _ in range(num_envs)]
     try:
-        stats = drive(collectors, controller, steps, jax.random.fold_in(jax.random.key(seed), REGIMES.index(regime)),
-                      desc=ds_id)
+        stats = record(collectors, controller, pairs, steps, jax.random.fold_in(jax.random.key(seed),
+                                                                                REGIMES.index(regime)), desc=ds_id)
         eval_spec = make_env(family, maze, evaluation=True).spec
         controller_name = "goal-reaching Ant SAC policy" if family == "antmaze" else f"PD controller (kp {KP}, kd {KD})"
         dataset = collectors[0].create_dataset(
@@ -248,7 +308,7 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
             author_email="none",
             code_permalink="behavior/mazes.py",
             description=f"D4RL-style {family} {kind}: {steps} steps, {stats['episodes']} episodes, "
-                        f"{stats['arrivals']} goal arrivals; evaluation: start {EVAL_CELLS[maze][0]}, goal "
+                        f"{stats['success_episodes']} passing the evaluation goal; evaluation: start {EVAL_CELLS[maze][0]}, goal "
                         f"{EVAL_CELLS[maze][1]}, terminating at the goal (return = success)",
             ref_min_score=0.0,
             ref_max_score=1.0,
@@ -258,7 +318,8 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
     finally:
         for collector in collectors:
             collector.close()
-    print(f"{ds_id}: {steps:,} steps, {stats['episodes']} episodes, {stats['arrivals']} goal arrivals")
+    print(f"{ds_id}: {steps:,} steps, {stats['episodes']} episodes, {stats['success_episodes']} of them passing "
+          "the evaluation goal")
     return ds_id
 
 

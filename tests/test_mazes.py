@@ -1,0 +1,120 @@
+"""AntMaze and PointMaze: datasets built by behavior/mazes.py, flattened dict observations,
+D4RL's rewards and terminals, success counting, smoke runs and the fused online step."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import minari
+import numpy as np
+import pytest
+from conftest import ROOT, read_csv, run_main
+
+import dataset as dataset_lib
+import evaluation
+import train_finetune
+import train_offline
+from behavior import mazes
+from behavior.sac import TanhGaussianActor
+from harness import outputs
+
+S, M, G = (1, 1), (2, 3), (3, 1)  # umaze: D4RL's start and goal, and the corridor between
+
+
+@pytest.fixture(scope="module")
+def maze_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mazes")
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def untrained_ant_policy(folder) -> str:
+    """A behavior folder holding an untrained goal-reaching Ant actor (29 inputs, 8 actions)."""
+    params = TanhGaussianActor((32, 32), 8).init(jax.random.key(0), jnp.zeros((1, 29)))["params"]
+    os.makedirs(folder / "snapshots")
+    outputs.save_pytree(str(folder / "snapshots" / "step_0001000.msgpack"), params)
+    (folder / "behavior.json").write_text(json.dumps({"env": "GoalReachingAnt-v0", "hidden_dims": [32, 32],
+                                                      "obs_dim": 29, "action_dim": 8, "start_steps": 0}))
+    (folder / "snapshots.json").write_text(json.dumps([{"step": 1000, "return": 0.0}]))
+    return str(folder)
+
+
+def pd_policy(maze: str):
+    """A flat-observation policy: the planner + PD controller (achieved, desired, x y vx vy)."""
+    planner = mazes.Planner(mazes.make_env("pointmaze", maze).unwrapped.maze)
+
+    def policy(flat):
+        targets = np.stack([planner.target(row[0:2], row[2:4]) for row in flat])
+        return np.clip(mazes.KP * (targets - flat[:, 4:6]) - mazes.KD * flat[:, 6:8], -1, 1)
+
+    return policy
+
+
+def test_pointmaze_dataset_flattened_with_d4rl_rewards_and_terminals(maze_root):
+    ds_id = mazes.make_maze_dataset("pointmaze", "umaze", steps=2000, num_envs=4)
+    data, info = dataset_lib.load_dataset(ds_id, "antmaze", download=False)
+    episode = next(minari.load_dataset(ds_id).iterate_episodes())
+    # Flattened in the space's key order: achieved_goal (2), desired_goal (2), observation (4).
+    assert data.observations.shape == (2000, 8)
+    first = np.concatenate([episode.observations[k][0] for k in ("achieved_goal", "desired_goal", "observation")])
+    np.testing.assert_allclose(np.asarray(data.observations[0]), first, rtol=1e-6)
+    # The observed goal is the evaluation goal, in D4RL's goal cell (3, 1) = (-1, -1) +- 0.25.
+    assert np.all(np.abs(episode.observations["desired_goal"] - np.array([-1.0, -1.0])) <= 0.25 + 1e-6)
+    rewards, masks = np.asarray(data.rewards), np.asarray(data.masks)
+    assert set(np.unique(rewards)) == {-1.0, 0.0}  # r - 1 of the sparse 0/1 reward
+    np.testing.assert_array_equal(masks, (rewards == -1.0).astype(np.float32))  # terminal where r = 1
+    assert (info.ref_min_score, info.ref_max_score) == (0.0, 1.0)
+    # The dataset's evaluation env observes the same 8 flat features and ends at the goal.
+    env = info.make_env()
+    assert env.observation_space.shape == (8,)
+    result = evaluation.evaluate(pd_policy("umaze"), info.make_env, 4, seed=0)
+    assert result["success"] == 1.0 and result["return"] == 1.0  # return = success: score 100 x rate
+    still = evaluation.evaluate(lambda obs: np.zeros((len(obs), 2)), info.make_env, 4, seed=0)
+    assert still["success"] == 0.0 and still["return"] == 0.0 and still["length"] == 300
+
+
+def test_antmaze_dataset_smoke_offline_and_finetune(maze_root, tmp_path):
+    ds_id = mazes.make_maze_dataset("antmaze", "umaze", steps=1500, num_envs=3,
+                                    behavior_dir=untrained_ant_policy(tmp_path / "ant"))
+    data, _ = dataset_lib.load_dataset(ds_id, "antmaze", download=False)
+    assert data.observations.shape == (1500, 31)  # achieved 2 + desired 2 + the ant's 27
+    assert data.dones.sum() == 2  # two 1000-step episodes begun: the second cut by the dataset's end
+    run_main(train_offline, f"--config={ROOT}/configs/iql_antmaze.py:smoke", f"--dataset={ds_id}",
+             f"--workdir={tmp_path / 'offline'}", "--config.eval_episodes=2")
+    rows = read_csv(tmp_path / "offline" / "eval.csv")
+    assert [r["step"] for r in rows] == ["100", "200"] and all(r["success_rate"] == "0.0" for r in rows)
+    summary = json.loads((tmp_path / "offline" / "summary.json").read_text())
+    assert summary["last_success_rate_mean"] == 0.0 and summary["metric"] == "normalized_score"
+    run_main(train_finetune, f"--config={ROOT}/configs/iql_antmaze_finetune.py:smoke", f"--dataset={ds_id}",
+             f"--workdir={tmp_path / 'finetune'}", "--config.eval_episodes=2", "--config.online_steps=300",
+             "--config.eval_interval=300", "--config.log_interval=100")
+    rows = read_csv(tmp_path / "finetune" / "eval.csv")
+    assert rows[-1]["phase"] == "online" and rows[-1]["env_steps"] == "300" and rows[-1]["success_rate"] == "0.0"
+    summary = json.loads((tmp_path / "finetune" / "summary.json").read_text())
+    assert summary["steps"] == 100 + 300 and summary["online_env_steps"] == 300
+
+
+@pytest.mark.slow  # ~2 min: two 15k-step runs
+def test_iql_stitches_where_bc_cannot(maze_root, tmp_path):
+    """PointMaze umaze with episodes S -> M, M -> S and M -> G only: no episode goes from the
+    start to the goal. From M the data goes both ways; IQL takes the way to the goal, behavior
+    cloning averages the two."""
+    ds_id = mazes.make_maze_dataset("pointmaze", "umaze", namespace="stitch", steps=30000, num_envs=8,
+                                    pairs=[(S, M), (M, S), (M, G)])
+    episodes = list(minari.load_dataset(ds_id).iterate_episodes())
+    assert not any(np.linalg.norm(e.observations["achieved_goal"][0] - [-1, 1]) < 0.5 and e.rewards.max() > 0
+                   for e in episodes)  # no episode from the start reaches the goal
+    scores = {}
+    for name, beta in (("iql", "10"), ("bc", "0")):
+        run_main(train_offline, f"--config={ROOT}/configs/iql_antmaze.py", f"--dataset={ds_id}",
+                 f"--workdir={tmp_path / name}", f"--config.beta={beta}", "--config.max_steps=15000",
+                 "--config.eval_interval=15000", "--config.eval_episodes=20", "--config.hidden_dims=(128,128)",
+                 "--config.tensorboard=False")
+        scores[name] = float(read_csv(tmp_path / name / "eval.csv")[-1]["success_rate"])
+    assert scores["iql"] >= 0.6 and scores["iql"] >= scores["bc"] + 0.4, scores
