@@ -7,8 +7,8 @@ steers through the maze. This env trains such a policy with the project's SAC
 - the body and physics are Ant-v4's (`gymnasium/envs/mujoco/assets/ant.xml`), which AntMaze-v4
   loads into its maze, on an open floor;
 - observation (29) = AntMaze's `observation` (qpos[2:] and qvel, 27 numbers) followed by the
-  goal relative to the ant, `goal - xy`, shortened to at most `MAX_GOAL_DISTANCE` (so the
-  same policy reads a waypoint in the maze, `policy_input`);
+  goal relative to the ant, `goal - xy` in the torso's heading frame, shortened to at most
+  `MAX_GOAL_DISTANCE` (so the same policy reads a waypoint in the maze, `policy_input`);
 - each episode (500 steps) draws a goal 1 to 6 m away in a random direction and a new one
   whenever the ant comes within 0.5 m (AntMaze's cells are 4 m wide, so the next waypoint is
   at most about 6 m away);
@@ -27,8 +27,15 @@ ENV_ID = "behavior.goal_ant:GoalReachingAnt-v0"
 
 def policy_input(observation: np.ndarray, achieved: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(n, 27) body observations, (n, 2) ant positions and (n, 2) targets -> (n, 29) policy
-    inputs: the body followed by target - position, shortened to MAX_GOAL_DISTANCE."""
+    inputs: the body followed by target - position in the torso's heading frame (rotated by
+    minus its yaw, so "ahead" means the same legs whatever way the ant faces; a first run with
+    the world-frame vector stood still after 270k steps), shortened to MAX_GOAL_DISTANCE."""
+    observation = np.asarray(observation, np.float64)
     delta = np.asarray(target, np.float64) - np.asarray(achieved, np.float64)
+    w, x, y, z = (observation[:, i] for i in range(1, 5))  # qpos[3:7], the torso quaternion
+    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    cos, sin = np.cos(yaw), np.sin(yaw)
+    delta = np.stack([cos * delta[:, 0] + sin * delta[:, 1], -sin * delta[:, 0] + cos * delta[:, 1]], axis=-1)
     norm = np.linalg.norm(delta, axis=-1, keepdims=True)
     delta = delta * np.minimum(1.0, MAX_GOAL_DISTANCE / np.maximum(norm, 1e-8))
     return np.concatenate([observation, delta], axis=-1).astype(np.float32)

@@ -181,6 +181,12 @@ class Planner:
 def ant_controller(behavior_dir: str = ANT_POLICY, noise: float = ACTION_NOISE["antmaze"]):
     """(observation dicts stacked, targets, key) -> actions: the goal-reaching Ant policy's mean
     plus N(0, noise) (D4RL's noisy sets), clipped to [-1, 1]."""
+    if not os.path.exists(os.path.join(behavior_dir, "behavior.json")):
+        raise UserError(
+            f"no goal-reaching Ant policy in {behavior_dir}: AntMaze datasets need one. Train it with `python -m "
+            f"behavior.train_behavior --env={goal_ant.ENV_ID} --workdir=runs/behavior/goal_ant` (resumable; hours "
+            "on a CPU) and pass --behavior=runs/behavior/goal_ant to behavior.collect, or train on Minari's "
+            "D4RL/antmaze datasets")
     behavior = Behavior(behavior_dir)
     policy = make_policy(behavior, behavior.expert["step"], behavior.meta["action_dim"], deterministic=True)
 

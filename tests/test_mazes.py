@@ -18,6 +18,7 @@ import train_offline
 from behavior import mazes
 from behavior.sac import TanhGaussianActor
 from harness import outputs
+from harness.cli import UserError
 
 S, M, G = (1, 1), (2, 3), (3, 1)  # umaze: D4RL's start and goal, and the corridor between
 
@@ -119,3 +120,10 @@ def test_iql_stitches_where_bc_cannot(maze_root, tmp_path):
                  "--config.tensorboard=False")
         scores[name] = float(read_csv(tmp_path / name / "eval.csv")[-1]["success_rate"])
     assert scores["iql"] >= 0.6 and scores["iql"] >= scores["bc"] + 0.4, scores
+
+
+def test_antmaze_without_a_policy_is_a_clear_error(maze_root, tmp_path):
+    with pytest.raises(UserError, match="no goal-reaching Ant policy") as e:
+        mazes.make_maze_dataset("antmaze", "umaze", namespace="none", steps=10, behavior_dir=str(tmp_path / "none"))
+    assert "behavior.train_behavior" in str(e.value)
+    assert "none/antmaze/umaze-v0" not in minari.list_local_datasets()
