@@ -15,7 +15,8 @@ split, actions clipped and rewards preprocessed (IQL paper, Appendix B / the ori
 - D4RL-format files: rows at timeouts are dropped, as `d4rl.qlearning_dataset` (what the
   original trained on) does, even when the file holds `next_observations`;
 - rewards: `locomotion` scales by 1000 / (max - min episode return), `antmaze` subtracts 1
-  (and sets masks = 0 where the sparse reward is 1, D4RL's AntMaze terminals), `none` leaves them. The same (scale, shift) is kept in `DatasetInfo` for online data.
+  (and sets masks = 0 where the sparse reward is 1, D4RL's AntMaze terminals), `none` leaves
+  them. The same (scale, shift) is kept in `DatasetInfo` for online data.
 
 Minari episodes hold T+1 observations and T actions; `next_observations[t]` is
 `observations[t + 1]` of the same episode, so no transition crosses an episode boundary.
@@ -327,9 +328,9 @@ def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -
     columns = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")}
     for episode in mds.iterate_episodes():
         try:
-            episode_obs = evaluation.flatten_observations(obs_space, episode.observations)
+            episode_obs = evaluation.flatten_observations(obs_space, episode.observations)  # T + 1 rows
         except ValueError as e:
-            raise DatasetError(f"{dataset_id}: {e}") from e  # T + 1 rows
+            raise DatasetError(f"{dataset_id}: {e}") from e
         steps = len(episode.actions)
         if steps == 0:
             raise DatasetError(f"{dataset_id}: episode {episode.id} is empty (no actions)")
@@ -358,13 +359,13 @@ def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -
         keep_timeouts=True,  # Minari stores the true last observation of a truncated episode
     )
     metadata = mds.storage.metadata
+    if "gymnasium_robotics" in str(metadata.get("eval_env_spec") or metadata.get("env_spec")):
+        evaluation.register_robotics()  # a maze env: its ids must be known to gym.make
 
     def make_env(**kwargs) -> gym.Env:  # kwargs for gym.make, e.g. render_mode
-        spec = mds.storage.metadata.get("eval_env_spec") or mds.storage.metadata.get("env_spec")
-        if "gymnasium_robotics" in str(spec):  # a maze env: its ids must be registered
-            evaluation.register_robotics()
         env = mds.recover_environment(eval_env=True, **kwargs)
-        return evaluation.acting_in_unit_box(evaluation.flat_observations(env))  # the dataset's own env: its bounds are the data's
+        # The dataset's own env: its action bounds are the data's.
+        return evaluation.acting_in_unit_box(evaluation.flat_observations(env))
 
     return dataset, dataclasses.replace(
         info,

@@ -314,8 +314,8 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
             author_email="none",
             code_permalink="behavior/mazes.py",
             description=f"D4RL-style {family} {kind}: {steps} steps, {stats['episodes']} episodes, "
-                        f"{stats['success_episodes']} passing the evaluation goal; evaluation: start {EVAL_CELLS[maze][0]}, goal "
-                        f"{EVAL_CELLS[maze][1]}, terminating at the goal (return = success)",
+                        f"{stats['success_episodes']} passing the evaluation goal; evaluation: start "
+                        f"{EVAL_CELLS[maze][0]}, goal {EVAL_CELLS[maze][1]}, terminating at the goal (return = success)",
             ref_min_score=0.0,
             ref_max_score=1.0,
         )

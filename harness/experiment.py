@@ -1,7 +1,7 @@
 """The parts of a training run that train_offline.py and train_finetune.py share.
 
-`Experiment.setup` checks the config, loads the dataset (building a local one from the shipped
-policies when needed), finds and checks the evaluation env, places the data on the seeds'
+`Experiment.setup` checks the config, loads the dataset and its evaluation env
+(`harness/sources.py`), checks the env, places the data on the seeds'
 device mesh, writes `config.json` and installs the stop-signal handlers (restored by `close`:
 use the experiment as a context manager). `create_agents` makes one agent per seed;
 `offline_loop` is the offline training loop of both scripts; `evaluate` runs every seed's
@@ -24,11 +24,8 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-import dataset as dataset_lib
 import evaluation
-from behavior.datasets import ensure_local_dataset
-from behavior.mazes import ensure_maze_dataset
-from harness import cli, multiseed, outputs
+from harness import cli, multiseed, outputs, sources
 from idql import IDQLLearner
 from learner import IQLLearner
 
@@ -143,59 +140,6 @@ def request_cpu_devices(num_seeds: int) -> None:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
 
 
-def load_data(flag_values, config) -> tuple:
-    """The dataset, its info, the evaluation env's constructor (taking actions in [-1, 1]), the
-    lines to print about what was assumed or changed, and whether the env was only inferred from
-    a D4RL-like file name.
-
-    The env is --env_name, else the dataset's own (Minari), else for a D4RL locomotion file
-    the matching Gymnasium -v4 env. A file's actions are mapped from that env's bounds."""
-    source, env_id, env_kwargs, notes = flag_values.dataset, flag_values.env_name, {}, []
-    is_file = dataset_lib.is_file_source(source)
-    d4rl = dataset_lib.d4rl_env(source) if is_file else None
-    inferred = d4rl is not None and env_id is None  # the env only from a D4RL-like file name
-    if inferred:
-        env_id, env_kwargs = d4rl
-        notes.append(f"{os.path.basename(source)} is named as a D4RL {env_id.split('-')[0]} file: evaluating in "
-                     f"{env_id}{' ' + str(env_kwargs) if env_kwargs else ''} (D4RL recorded the MuJoCo models that "
-                     "Gymnasium's -v4 envs keep; pass --env_name for another env)")
-    elif d4rl and env_id.endswith("-v5"):
-        notes.append(f"note: {env_id} changed some MuJoCo models after D4RL recorded {os.path.basename(source)}; "
-                     f"{d4rl[0]} keeps them")
-    try:
-        bounds = evaluation.action_bounds(env_id, **env_kwargs) if env_id else None
-    except Exception as e:  # unknown env id, missing extras
-        if not (inferred and config.eval_episodes == 0):
-            fail(f"evaluation env {env_id}: {type(e).__name__}: {e}")
-        # Only inferred from the file's name, and no evaluation asked for: train without it.
-        notes.append(f"({env_id} is not usable here: {type(e).__name__}: {e}; no evaluation env)")
-        env_id, bounds, inferred = None, None, False
-    try:
-        if not is_file:
-            ensure_local_dataset(source) or ensure_maze_dataset(source)
-        data, info = dataset_lib.load_dataset(source, config.reward_transform,
-                                              file_action_bounds=(-1.0, 1.0) if bounds is None else bounds)
-    except dataset_lib.DatasetError as e:
-        fail(str(e))
-    # (Data in [-1, 1] may have been recorded through RescaleAction, as evaluation.make_env makes the env.)
-    if bounds is not None and info.actions_rescaled and not (
-            np.allclose(bounds[0], info.action_low) and np.allclose(bounds[1], info.action_high)):
-        fail(f"--env_name={env_id} has action bounds [{bounds[0]}, {bounds[1]}], but {source} was recorded with "
-             f"[{list(info.action_low)}, {list(info.action_high)}]")
-    make_env = info.make_env
-    if env_id:
-        make_env = lambda **kwargs: evaluation.make_env(env_id, **env_kwargs, **kwargs)  # noqa: E731
-    if info.actions_rescaled:
-        notes.append(f"actions mapped from the env's bounds [{min(info.action_low):g}, {max(info.action_high):g}] "
-                     "onto [-1, 1]; the policy acts there and the env is wrapped in RescaleAction")
-    if info.clipped_action_rows:
-        notes.append(f"clipped {info.clipped_action_rows} action row(s) into the bounds (at most "
-                     f"{info.max_action_violation:.3g} outside)")
-    if info.dropped_timeout_rows:
-        notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
-    return data, info, make_env, notes, inferred
-
-
 @dataclasses.dataclass
 class Experiment:
     config: Any
@@ -238,7 +182,7 @@ class Experiment:
             fail(f"{workdir} already holds a run without checkpoints; choose another --workdir or move it away")
         os.makedirs(workdir, exist_ok=True)
 
-        data, info, make_env, notes, env_inferred = load_data(flag_values, config)
+        data, info, make_env, notes, env_inferred = sources.load_data(flag_values, config)
         if config.batch_size > data.size:
             fail(f"config.batch_size={config.batch_size} is larger than the dataset ({data.size} transitions)")
         ref_min = config.ref_min_score if config.ref_min_score is not None else info.ref_min_score
@@ -424,13 +368,15 @@ class Experiment:
         if self.is_main:
             result = evaluation.evaluate(policy, self.make_env, len(env_seeds), env_seeds)
             returns, successes = result["returns"].reshape(n, episodes), result["successes"]
+            if successes is not None:
+                successes = successes.reshape(n, episodes)
             for i, seed in enumerate(self.seeds):
                 mean = float(returns[i].mean())
                 score = evaluation.normalized_score(mean, self.ref_min, self.ref_max)
                 score = None if score is None else float(score)
                 # Maze envs report success; their episodes end at the goal with return 1, so
                 # the normalised score with refs (0, 1) is 100 x this rate, as D4RL's AntMaze.
-                success = {} if successes is None else {"success_rate": float(successes.reshape(n, episodes)[i].mean())}
+                success = {} if successes is None else {"success_rate": float(successes[i].mean())}
                 self.writer.write("eval", step, seed, {"return": mean, "normalized_score": score,
                                                        "return_std": float(returns[i].std()), **success,
                                                        **(extra or {})})

@@ -184,20 +184,20 @@ def summarize(eval_rows: list[dict]) -> dict:
         return {"metric": None, "per_seed": {}}
     use_norm = all(r.get("normalized_score") is not None for r in eval_rows)
     metric = "normalized_score" if use_norm else "return"
+    with_success = all(r.get("success_rate") is not None for r in eval_rows)  # maze envs
     per_seed: dict[int, dict] = {}
     for r in sorted(eval_rows, key=lambda r: (r["seed"], r["step"])):
         s = per_seed.setdefault(r["seed"], {"best": -math.inf})
         s["last"], s["last_step"] = r[metric], r["step"]
         s["best"] = max(s["best"], r[metric])
+        if with_success:
+            s["last_success_rate"] = r["success_rate"]
     last = np.array([s["last"] for s in per_seed.values()])
     best = np.array([s["best"] for s in per_seed.values()])
     extra = {}
-    if all(r.get("success_rate") is not None for r in eval_rows):  # maze envs: the success rate too
-        last_rates = {r["seed"]: r["success_rate"] for r in sorted(eval_rows, key=lambda r: r["step"])}
-        for seed, rate in last_rates.items():
-            per_seed[seed]["last_success_rate"] = rate
-        extra = {"last_success_rate_mean": float(np.mean(list(last_rates.values()))),
-                 "last_success_rate_std": float(np.std(list(last_rates.values())))}
+    if with_success:
+        rates = np.array([s["last_success_rate"] for s in per_seed.values()])
+        extra = {"last_success_rate_mean": float(rates.mean()), "last_success_rate_std": float(rates.std())}
     return {
         "metric": metric,
         "per_seed": {str(k): v for k, v in per_seed.items()},

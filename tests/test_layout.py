@@ -15,7 +15,7 @@ LAZY_IMPORTS_ALLOWED = {"minari", "h5py", "tensorboardX", "imageio", "imageio_ff
 SCRIPTS = ("train_offline", "train_finetune", "behavior.collect", "behavior.train_behavior", "tools.bench",
            "tools.suite", "tools.plot")
 LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.experiment",
-             "harness.multiseed", "harness.outputs", "behavior.sac", "behavior.datasets", "behavior.mazes",
+             "harness.multiseed", "harness.outputs", "harness.sources", "behavior.sac", "behavior.datasets", "behavior.mazes",
              "behavior.goal_ant")
 
 STANDALONE = r'''

@@ -49,10 +49,11 @@ def untrained_ant_policy(folder) -> str:
 def pd_policy(maze: str):
     """A flat-observation policy: the planner + PD controller (achieved, desired, x y vx vy)."""
     planner = mazes.Planner(mazes.make_env("pointmaze", maze).unwrapped.maze)
+    controller = mazes.point_controller(noise=0.0)
 
     def policy(flat):
         targets = np.stack([planner.target(row[0:2], row[2:4]) for row in flat])
-        return np.clip(mazes.KP * (targets - flat[:, 4:6]) - mazes.KD * flat[:, 6:8], -1, 1)
+        return controller({"observation": flat[:, 4:8]}, targets, jax.random.key(0))
 
     return policy
 

@@ -1,0 +1,73 @@
+"""Where a run's data and evaluation env come from: a Minari id (a local D4RL-style one built
+on first use from the shipped policies or the maze controllers), or a D4RL-format file with
+the env named by --env_name or inferred from a D4RL file name.
+"""
+
+import os
+
+import numpy as np
+
+import dataset as dataset_lib
+import evaluation
+from behavior.datasets import ensure_local_dataset
+from behavior.mazes import ensure_maze_dataset
+from harness.cli import UserError
+
+
+def ensure_local(dataset_id: str) -> bool:
+    """Build a missing `local/...` dataset (locomotion from the shipped SAC policies, or a maze
+    set); True when one was built, False for any other id or one already there."""
+    return ensure_local_dataset(dataset_id) or ensure_maze_dataset(dataset_id)
+
+
+def load_data(flag_values, config) -> tuple:
+    """The dataset, its info, the evaluation env's constructor (taking actions in [-1, 1]), the
+    lines to print about what was assumed or changed, and whether the env was only inferred from
+    a D4RL-like file name.
+
+    The env is --env_name, else the dataset's own (Minari), else for a D4RL locomotion file
+    the matching Gymnasium -v4 env. A file's actions are mapped from that env's bounds."""
+    source, env_id, env_kwargs, notes = flag_values.dataset, flag_values.env_name, {}, []
+    is_file = dataset_lib.is_file_source(source)
+    d4rl = dataset_lib.d4rl_env(source) if is_file else None
+    inferred = d4rl is not None and env_id is None  # the env only from a D4RL-like file name
+    if inferred:
+        env_id, env_kwargs = d4rl
+        notes.append(f"{os.path.basename(source)} is named as a D4RL {env_id.split('-')[0]} file: evaluating in "
+                     f"{env_id}{' ' + str(env_kwargs) if env_kwargs else ''} (D4RL recorded the MuJoCo models that "
+                     "Gymnasium's -v4 envs keep; pass --env_name for another env)")
+    elif d4rl and env_id.endswith("-v5"):
+        notes.append(f"note: {env_id} changed some MuJoCo models after D4RL recorded {os.path.basename(source)}; "
+                     f"{d4rl[0]} keeps them")
+    try:
+        bounds = evaluation.action_bounds(env_id, **env_kwargs) if env_id else None
+    except Exception as e:  # unknown env id, missing extras
+        if not (inferred and config.eval_episodes == 0):
+            raise UserError(f"evaluation env {env_id}: {type(e).__name__}: {e}")
+        # Only inferred from the file's name, and no evaluation asked for: train without it.
+        notes.append(f"({env_id} is not usable here: {type(e).__name__}: {e}; no evaluation env)")
+        env_id, bounds, inferred = None, None, False
+    try:
+        if not is_file:
+            ensure_local(source)
+        data, info = dataset_lib.load_dataset(source, config.reward_transform,
+                                              file_action_bounds=(-1.0, 1.0) if bounds is None else bounds)
+    except dataset_lib.DatasetError as e:
+        raise UserError(str(e)) from e
+    # (Data in [-1, 1] may have been recorded through RescaleAction, as evaluation.make_env makes the env.)
+    if bounds is not None and info.actions_rescaled and not (
+            np.allclose(bounds[0], info.action_low) and np.allclose(bounds[1], info.action_high)):
+        raise UserError(f"--env_name={env_id} has action bounds [{bounds[0]}, {bounds[1]}], but {source} was "
+                        f"recorded with [{list(info.action_low)}, {list(info.action_high)}]")
+    make_env = info.make_env
+    if env_id:
+        make_env = lambda **kwargs: evaluation.make_env(env_id, **env_kwargs, **kwargs)  # noqa: E731
+    if info.actions_rescaled:
+        notes.append(f"actions mapped from the env's bounds [{min(info.action_low):g}, {max(info.action_high):g}] "
+                     "onto [-1, 1]; the policy acts there and the env is wrapped in RescaleAction")
+    if info.clipped_action_rows:
+        notes.append(f"clipped {info.clipped_action_rows} action row(s) into the bounds (at most "
+                     f"{info.max_action_violation:.3g} outside)")
+    if info.dropped_timeout_rows:
+        notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
+    return data, info, make_env, notes, inferred
