@@ -15,7 +15,7 @@ import dataset as dataset_lib
 import evaluation
 import train_finetune
 import train_offline
-from behavior import mazes
+from behavior import goal_ant, mazes
 from behavior.sac import TanhGaussianActor
 from harness import outputs
 from harness.cli import UserError
@@ -128,3 +128,36 @@ def test_antmaze_without_a_policy_is_a_clear_error(maze_root, tmp_path):
         mazes.make_maze_dataset("antmaze", "umaze", namespace="none", steps=10, behavior_dir=str(tmp_path / "none"))
     assert "behavior.train_behavior" in str(e.value)
     assert "none/antmaze/umaze-v0" not in minari.list_local_datasets()
+
+
+def yawed_body(yaw: float, velocity) -> np.ndarray:
+    """A 27-number Ant body observation facing `yaw` and moving at world `velocity` (x, y)."""
+    body = np.zeros((1, 27))
+    body[0, 1], body[0, 4] = np.cos(yaw / 2), np.sin(yaw / 2)  # quaternion (w, 0, 0, z)
+    body[0, 13:15] = velocity
+    return body
+
+
+def test_goal_ant_policy_input_is_in_the_heading_frame():
+    # The same situation seen from two headings gives the same input: a goal 3 m ahead, moving ahead at 1 m/s.
+    for yaw in (0.0, 0.7, -2.5):
+        ahead = np.array([[np.cos(yaw), np.sin(yaw)]])
+        x = goal_ant.policy_input(yawed_body(yaw, ahead), np.array([[5.0, -2.0]]), np.array([[5.0, -2.0]]) + 3 * ahead)
+        assert x.shape == (1, 29)
+        np.testing.assert_allclose(x[0, 27:], [3.0, 0.0], atol=1e-5)   # goal ahead
+        np.testing.assert_allclose(x[0, 13:15], [1.0, 0.0], atol=1e-5)  # velocity ahead
+    far = goal_ant.policy_input(yawed_body(0.0, [0, 0]), np.zeros((1, 2)), np.array([[0.0, 20.0]]))
+    np.testing.assert_allclose(far[0, 27:], [0.0, goal_ant.MAX_GOAL_DISTANCE], atol=1e-5)  # a far waypoint, shortened
+
+
+def test_goal_ant_reward_is_progress_plus_healthy_minus_control():
+    env = goal_ant.GoalReachingAnt()
+    obs, _ = env.reset(seed=3)
+    assert obs.shape == (29,) and 1.0 <= np.linalg.norm(obs[27:]) <= goal_ant.MAX_GOAL_DISTANCE
+    action = np.full(8, 0.5)
+    before = np.linalg.norm(env.goal - env.ant.data.qpos[:2])
+    _, reward, _, _, info = env.step(action)
+    progress = (before - info["goal_distance"]) / env.ant.dt
+    expected = progress + goal_ant.HEALTHY_REWARD - goal_ant.CTRL_COST_WEIGHT * 8 * 0.25
+    assert reward == pytest.approx(expected, abs=1e-9)
+    env.close()
