@@ -4,7 +4,7 @@
     python -m behavior.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --datasets=medium,expert
     python -m behavior.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --export=behavior/policies/hopper
     python -m behavior.collect --env=pointmaze --datasets=umaze,medium-diverse     # maze sets (behavior/mazes.py)
-    python -m behavior.collect --env=antmaze --datasets=umaze --behavior=runs/behavior/goal_ant
+    python -m behavior.collect --env=antmaze --datasets=umaze,medium-play          # the shipped goal-reaching Ant
 
 The kinds (random, medium, medium-replay, expert, medium-expert) and how each is made are in
 behavior/datasets.py.

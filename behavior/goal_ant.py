@@ -16,7 +16,8 @@ steers through the maze. This env trains such a policy with the project's SAC
 - reward = progress towards the goal in m/s + 0.5 while healthy - 0.05 |a|^2. Ant-v4's weights
   (1 and 0.5) made standing still the best the policy found in 500k steps (0.12 m/s): with goals
   in every direction, walking costs more control than it earns at first. The episode terminates
-  when the torso leaves Ant-v4's healthy height range (0.2, 1.0).
+  when the torso leaves Ant-v4's healthy height range (0.2, 1.0) or turns upside down (Ant-v4's
+  height range lets a flipped ant lie on its back; in a maze that is where it ended).
 """
 
 import gymnasium as gym
@@ -91,7 +92,10 @@ class GoalReachingAnt(gym.Env):
         action = np.asarray(action)
         reward = ((before - after) / self.ant.dt + self.healthy_reward * float(self.ant.is_healthy)
                   - self.ctrl_cost_weight * float(np.sum(action**2)))
-        info = {**info, "goal_distance": after, "reached": after <= GOAL_RADIUS}
+        w, x, y, _ = ant_obs[3:7]  # the torso quaternion
+        flipped = 1 - 2 * (x * x + y * y) < 0  # the torso's up axis points down: Ant-v4 calls it healthy
+        terminated = bool(terminated) or flipped
+        info = {**info, "goal_distance": after, "reached": after <= GOAL_RADIUS, "flipped": flipped}
         if after <= GOAL_RADIUS:
             self.goal = self._new_goal(ant_obs[:2])
         return self._observe(ant_obs), float(reward), bool(terminated), bool(truncated), info

@@ -67,6 +67,7 @@ DATA_STEPS = {"antmaze": {"umaze": 1000, "medium": 1000, "large": 1000},
               "pointmaze": {"umaze": 300, "medium": 600, "large": 800}}
 # PointMaze's PD gains (Minari's D4RL/pointmaze generation script uses p = 10, d = -1).
 KP, KD = 10.0, 1.0
+ALIGN = 0.25  # cells: how far off the axis to the next cell the planner first re-centres the agent
 ANT_POLICY = os.path.join(SHIPPED, "goal_ant")
 
 
@@ -142,7 +143,8 @@ class EvaluationGoal(gym.Wrapper):
 
 
 class Planner:
-    """Waypoints on the maze grid: the centre of the next cell on a shortest path to the goal."""
+    """Waypoints on the maze grid: the centre of the next cell on a shortest path to the goal,
+    or of this cell while the agent is off the axis between the two (after a turn)."""
 
     def __init__(self, maze):  # a gymnasium_robotics Maze (env.unwrapped.maze)
         self.maze = maze
@@ -175,7 +177,16 @@ class Planner:
             return np.asarray(goal_xy, np.float64)
         r, c = here
         step = min(((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)), key=lambda rc: dist[rc])
-        return np.asarray(self.maze.cell_rowcol_to_xy(np.asarray(step)), np.float64)
+        centre = np.asarray(self.maze.cell_rowcol_to_xy(np.asarray(here)), np.float64)
+        ahead = np.asarray(self.maze.cell_rowcol_to_xy(np.asarray(step)), np.float64)
+        # Just round a corner, aiming at the next centre cuts across the wall's corner (where
+        # the ant caught and flipped): first get within ALIGN of this cell's axis towards it.
+        axis = (ahead - centre) / np.linalg.norm(ahead - centre)
+        off_axis = np.asarray(xy, np.float64) - centre
+        off_axis -= np.dot(off_axis, axis) * axis
+        if np.linalg.norm(off_axis) > ALIGN * self.maze.maze_size_scaling:
+            return centre
+        return ahead
 
 
 def ant_controller(behavior_dir: str = ANT_POLICY, noise: float = ACTION_NOISE["antmaze"]):
