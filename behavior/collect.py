@@ -5,6 +5,8 @@
     python -m behavior.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --export=behavior/policies/hopper
     python -m behavior.collect --env=pointmaze --datasets=umaze,medium-diverse     # maze sets (behavior/mazes.py)
     python -m behavior.collect --env=antmaze --datasets=umaze,medium-play          # the shipped goal-reaching Ant
+    python -m behavior.collect --env=behavior.goal_ant:GoalReachingAnt-v0 --behavior=runs/behavior/goal_ant \
+        --export=behavior/policies/goal_ant --export_step=460000                  # how that Ant was shipped
 
 The kinds (random, medium, medium-replay, expert, medium-expert) and how each is made are in
 behavior/datasets.py.
@@ -28,6 +30,7 @@ flags.DEFINE_integer("ref_episodes", 50, "Episodes averaged for ref_min_score / 
 flags.DEFINE_integer("num_envs", 16, "Envs stepped side by side (one batched policy call per step).", flag_values=FLAGS)
 flags.DEFINE_bool("overwrite", False, "Replace datasets that already exist (otherwise they are kept).", flag_values=FLAGS)
 flags.DEFINE_string("export", None, "Instead of collecting, copy the snapshots collect needs to this folder.", flag_values=FLAGS)
+flags.DEFINE_integer("export_step", None, "With --export: copy only this snapshot.", flag_values=FLAGS)
 
 
 def main(argv):
@@ -43,7 +46,7 @@ def main(argv):
         return
     behavior = Behavior(FLAGS.behavior or shipped_dir(FLAGS.env))
     if FLAGS.export:
-        behavior.export(FLAGS.export)
+        behavior.export(FLAGS.export, FLAGS.export_step)
         print(f"exported {FLAGS.env} behavior snapshots to {FLAGS.export}")
         return
     ids = make_datasets(FLAGS.env, behavior, FLAGS.datasets, FLAGS.namespace, FLAGS.steps, FLAGS.seed,

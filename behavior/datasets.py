@@ -112,9 +112,13 @@ class Behavior:
             return [p for p in parts if p[2] > 0]
         raise UserError(f"unknown dataset kind {kind!r}; choose from {KINDS}")
 
-    def export(self, target: str) -> None:
-        """Copy behavior.json, snapshots.json and only the snapshot files collect uses."""
-        needed = {self.medium["step"], self.expert["step"], *(s["step"] for s in self.replay)}
+    def export(self, target: str, step: int | None = None) -> None:
+        """Copy behavior.json, snapshots.json and only the snapshot files collect uses (or only
+        snapshot `step`, which then is the expert: the shipped goal-reaching Ant)."""
+        if step is not None and step not in {s["step"] for s in self.snapshots}:
+            raise UserError(f"{self.path} has no snapshot at step {step}")
+        needed = {step} if step is not None else {self.medium["step"], self.expert["step"],
+                                                  *(s["step"] for s in self.replay)}
         os.makedirs(os.path.join(target, "snapshots"), exist_ok=True)
         for step in sorted(needed):
             name = f"step_{step:07d}.msgpack"

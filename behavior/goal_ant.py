@@ -92,7 +92,7 @@ class GoalReachingAnt(gym.Env):
         action = np.asarray(action)
         reward = ((before - after) / self.ant.dt + self.healthy_reward * float(self.ant.is_healthy)
                   - self.ctrl_cost_weight * float(np.sum(action**2)))
-        w, x, y, _ = ant_obs[3:7]  # the torso quaternion
+        x, y = ant_obs[4:6]  # of the torso quaternion (w, x, y, z)
         flipped = 1 - 2 * (x * x + y * y) < 0  # the torso's up axis points down: Ant-v4 calls it healthy
         terminated = bool(terminated) or flipped
         info = {**info, "goal_distance": after, "reached": after <= GOAL_RADIUS, "flipped": flipped}

@@ -16,6 +16,7 @@ import evaluation
 import train_finetune
 import train_offline
 from behavior import goal_ant, mazes
+from behavior.datasets import Behavior
 from behavior.sac import TanhGaussianActor
 from harness import outputs
 from harness.cli import UserError
@@ -181,3 +182,15 @@ def test_goal_ant_episode_ends_when_the_ant_lies_on_its_back():
     _, _, terminated, _, info = env.step(np.zeros(8))
     assert terminated and info["flipped"]
     env.close()
+
+
+def test_export_of_one_snapshot_ships_only_it(tmp_path):
+    run = untrained_ant_policy(tmp_path / "run")
+    snapshots = json.loads((tmp_path / "run" / "snapshots.json").read_text())
+    (tmp_path / "run" / "snapshots.json").write_text(json.dumps(snapshots + [{"step": 2000, "return": 5.0}]))
+    Behavior(run).export(str(tmp_path / "ship"), step=1000)  # not the best return: the chosen one
+    assert os.listdir(tmp_path / "ship" / "snapshots") == ["step_0001000.msgpack"]
+    shipped = Behavior(str(tmp_path / "ship"))
+    assert shipped.expert["step"] == 1000 and [s["step"] for s in shipped.snapshots] == [1000]
+    with pytest.raises(UserError, match="no snapshot at step 3000"):
+        Behavior(run).export(str(tmp_path / "other"), step=3000)
