@@ -15,9 +15,9 @@ episode), and `utd` gradient steps per environment step. Steps count on; eval.cs
 train.csv carry a `phase` and an `env_steps` column so both phases share one x-axis.
 """
 
+import concurrent.futures
 import os
 
-import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,7 +61,7 @@ def checkpoint_template(agents, online: bool, num_seeds: int, obs_dim: int, acti
     template = {"agents": agents, "step": 0, "online": int(online)}
     if online:
         template.update(offline_steps=0, env_step=0, buffers=multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * num_seeds),
-                        episode_count=np.zeros(num_seeds, np.int64), recent_returns=np.zeros((num_seeds, RECENT)))
+                        episode_count=np.zeros(num_seeds, np.int32), recent_returns=np.zeros((num_seeds, RECENT)))
     return template
 
 
@@ -109,84 +109,111 @@ def online_buffers(exp, state: dict | None):
     return multiseed.shard_seeds(multiseed.stack([single] * len(exp.seeds)), exp.mesh)
 
 
-def true_next_obs(next_obs, ended, infos):
-    """The s' to store for each env: with SAME_STEP autoreset, an env whose episode ended
-    already returns the next episode's first observation; its real last one is in
-    infos["final_obs"]."""
-    stored = np.array(next_obs, copy=True)
-    for i in np.flatnonzero(ended):
-        stored[i] = infos["final_obs"][i]
-    return stored
+class HostEnvs:
+    """The seeds' online envs on the host, stepped from inside the compiled online chunk
+    (`multiseed.online_chunk`'s `host_step`). Env i is seed i's; an env whose episode ends
+    resets itself at once, as gymnasium's SAME_STEP autoreset: `next_obs` is then the next
+    episode's first observation and `last_obs` the ended episode's final one (the s' to store)."""
+
+    def __init__(self, make_env, reset_seeds: list[int]):
+        self.envs = [make_env() for _ in reset_seeds]
+        self.worker, self.pending = concurrent.futures.ThreadPoolExecutor(1), {}
+        self.first_obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, reset_seeds)]).astype(np.float32)
+
+    def __call__(self, seed_ids, actions):
+        """Step seed_ids' envs with actions: (next_obs, rewards, terminated, truncated, last_obs)."""
+        n = len(seed_ids)
+        next_obs, last_obs = np.empty((2, n, self.first_obs.shape[1]), np.float32)
+        rewards, terminated, truncated = np.zeros((3, n), np.float32)
+        for k, (i, action) in enumerate(zip(np.asarray(seed_ids), np.asarray(actions))):
+            env = self.envs[int(i)]
+            obs, rewards[k], terminated[k], truncated[k], _ = env.step(action)
+            last_obs[k] = obs
+            next_obs[k] = env.reset()[0] if terminated[k] or truncated[k] else obs
+        return next_obs, rewards, terminated, truncated, last_obs
+
+    def start(self, seed_ids, actions):
+        """Begin stepping seed_ids' envs on the host's worker thread; returns at once."""
+        self.pending[tuple(np.asarray(seed_ids).tolist())] = self.worker.submit(self, np.array(seed_ids), np.array(actions))
+        return np.float32(0.0)
+
+    def finish(self, seed_ids, _after):
+        """The results of the `start` for seed_ids (waits for them)."""
+        return self.pending.pop(tuple(np.asarray(seed_ids).tolist())).result()
+
+    def close(self) -> None:
+        self.worker.shutdown()
+        for env in self.envs:
+            env.close()
+
+
+def chunk_end(env_step: int, config) -> int:
+    """The last env step of the chunk starting after `env_step`: at most `steps_per_call` steps,
+    ending at every log, evaluation and checkpoint point and where training starts."""
+    points = [config.log_interval, config.eval_interval, config.checkpoint_interval, config.steps_per_call]
+    ends = [(env_step // k + 1) * k for k in points if k] + [config.online_steps]
+    if env_step < config.start_training:
+        ends.append(config.start_training)
+    return min(ends)
 
 
 def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dict | None):
     """Phase 2: `online_steps` env steps per seed, `utd` updates per env step; returns (agents,
-    step, episodes per seed)."""
+    step, episodes per seed). The env steps run in compiled chunks (`multiseed.online_chunk`)
+    that end at the log, evaluation and checkpoint points; a stop signal takes effect at the
+    end of the running chunk (at most `steps_per_call` env steps)."""
     config, n = exp.config, len(exp.seeds)
     resumed = state is not None and int(state["online"])
     if resumed:
         env_step = int(state["env_step"])
-        episode_count, recent = np.array(state["episode_count"]), np.array(state["recent_returns"])  # writable copies
+        stats = multiseed.OnlineStats.create(state["episode_count"], state["recent_returns"])
     else:
-        env_step, episode_count, recent = 0, np.zeros(n, np.int64), np.full((n, RECENT), np.nan)
+        env_step = 0
+        stats = multiseed.OnlineStats.create(np.zeros(n, np.int32), np.full((n, RECENT), np.nan))
+    stats = multiseed.shard_seeds(stats, exp.mesh)
 
     online_keys = [jax.random.fold_in(jax.random.key(s), 1) for s in exp.seeds]
     act_keys = multiseed.shard_seeds(jnp.stack([jax.random.fold_in(k, 0) for k in online_keys]), exp.mesh)
+    seed_ids = multiseed.shard_seeds(jnp.arange(n, dtype=jnp.int32), exp.mesh)
     # Episodes start from seeds derived from the env-step count (a resumed run restarts the
     # episodes that a stop interrupted; the env's own state cannot be saved in general).
     env_seeds = [int(jax.random.randint(jax.random.fold_in(jax.random.fold_in(k, 1), env_step), (), 0, 2**30))
                  for k in online_keys]
-    envs = gym.vector.SyncVectorEnv([exp.make_env] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs = envs.reset(seed=env_seeds)[0].astype(np.float32)
+    envs = HostEnvs(exp.make_env, env_seeds)
+    obs = multiseed.shard_seeds(jnp.asarray(envs.first_obs), exp.mesh)
     temperature, batch_size = config.online_temperature, config.online_batch_size or config.batch_size
     # The action taken after k env steps is drawn with the seed's acting key folded with k.
-    actions = np.asarray(multiseed.sample_actions(agents, jnp.asarray(obs[:, None]),
-                                                  experiment.fold_keys(act_keys, env_step), temperature))[:, 0]
-    episode_returns = np.zeros(n)
+    actions = multiseed.shard_seeds(multiseed.sample_actions(agents, obs[:, None], experiment.fold_keys(act_keys, env_step),
+                                                             temperature)[:, 0], exp.mesh)
     checked_through = step  # the NaN guard's last checked step
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
               disable=not exp.is_main) as bar:
-        for env_step in range(env_step + 1, config.online_steps + 1):
-            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-            next_obs = next_obs.astype(np.float32)
-            ended = terminated | truncated
-            episode_returns += rewards
-            for j in np.flatnonzero(ended):
-                recent[j] = np.append(recent[j, 1:], episode_returns[j])
-                episode_count[j] += 1
-                episode_returns[j] = 0.0
-            # One compiled call per env step: store the transition, update, act on next_obs.
-            transition = (obs, actions, rewards.astype(np.float32), terminated.astype(np.float32),
-                          truncated.astype(np.float32), true_next_obs(next_obs, ended, infos))
-            step_updates = config.utd if env_step > config.start_training else 0
-            agents, buffers, next_actions, step_metrics = multiseed.online_step(
-                agents, buffers, act_keys, transition, next_obs, exp.data, env_step, step_updates, batch_size,
-                config.mix_offline, temperature)
+        while env_step < config.online_steps:
+            end = chunk_end(env_step, config)
+            # Env step k trains only once k > start_training (step_updates per env step).
+            step_updates = config.utd if env_step >= config.start_training else 0
+            agents, buffers, stats, obs, actions, metrics = multiseed.online_chunk(
+                agents, buffers, stats, act_keys, seed_ids, obs, actions, exp.data, env_step, end, host_step=envs,
+                num_updates=step_updates, batch_size=batch_size, mix_offline=config.mix_offline,
+                temperature=temperature)
+            step += step_updates * (end - env_step)
+            env_step = end
+            bar.update(env_step - bar.n)
             if step_updates:
-                metrics = step_metrics
-            obs = next_obs
-            step += step_updates
-            # The NaN guard syncs with the device, so online (one update per call) it runs at log
-            # and checkpoint points only: never later than the next checkpoint, which it protects.
-            interval = config.checkpoint_interval
-            if step_updates and (env_step % config.log_interval == 0 or env_step == config.online_steps
-                                 or exp.stop_signal or (interval and env_step % interval == 0)):
                 exp.check_finite(step, agents, metrics, first=checked_through + 1)
                 checked_through = step
-            if env_step % 100 == 0 or env_step == config.online_steps:
-                bar.update(env_step - bar.n)
             extra = {"phase": "online", "env_steps": env_step}
             if env_step % config.log_interval == 0 and step_updates:
-                online_return = float(np.mean(np.nanmean(recent, axis=1))) if episode_count.min() > 0 else None
+                host = multiseed.fetch({"count": stats.episode_count, "recent": stats.recent})
+                online_return = float(np.mean(np.nanmean(host["recent"], axis=1))) if host["count"].min() > 0 else None
                 exp.log_train(step, metrics, {**extra, "online_return": online_return})
             if exp.due(env_step, config.eval_interval, config.online_steps):
                 bar.set_postfix(score=f"{exp.evaluate(agents, step, extra):.1f}")
             exp.checkpoint(step, {"agents": agents, "step": step, "online": 1, "offline_steps": offline_steps,
-                                  "env_step": env_step, "buffers": buffers, "episode_count": episode_count,
-                                  "recent_returns": recent}, config.online_steps, counter=env_step)
-            actions = np.asarray(next_actions)
+                                  "env_step": env_step, "buffers": buffers, "episode_count": stats.episode_count,
+                                  "recent_returns": stats.recent}, config.online_steps, counter=env_step)
     envs.close()
-    return agents, step, episode_count
+    return agents, step, multiseed.fetch(stats.episode_count)
 
 
 def main(argv):

@@ -16,10 +16,11 @@ import math
 import os
 from typing import Any, Callable
 
+import flax.struct as struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
+from jax.experimental import io_callback, multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -70,21 +71,26 @@ def create_agents(create: Callable[[jax.Array], Any], seeds: list[int], mesh: Me
     return shard_seeds(agents, mesh)
 
 
+def _each_seed(fn: Callable, *seeded) -> Any:
+    """`fn` for each of a device's seeds (arguments with a leading seed axis): a vmap, or for
+    one seed the plain single-agent program (on a CPU a vmap over an axis of length 1 costs
+    about 10%: batched matmuls)."""
+    if jax.tree.leaves(seeded[0])[0].shape[0] == 1:
+        out = fn(*(jax.tree.map(lambda x: x[0], t) for t in seeded))
+        return jax.tree.map(lambda x: x[None], out)
+    return jax.vmap(fn)(*seeded)
+
+
 def _per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int, donate: tuple = (0,)) -> Callable:
     """jit of `fn(*seeded, *shared)` for every seed: the first `num_seeded` arguments carry the
     seed axis (the first is the agents; `donate` the donated ones), the rest are shared by all seeds.
 
-    Each device runs its own seeds (shard_map: no cross-device work). A device holding one
-    seed runs the plain single-agent program: on a CPU a vmap over an axis of length 1 costs
-    about 10% (batched matmuls), which is what one device per core is meant to win back.
+    Each device runs its own seeds (shard_map: no cross-device work; `_each_seed` within).
     """
 
     def local(*args):
         seeded, shared = args[:num_seeded], args[num_seeded:]
-        if jax.tree.leaves(seeded[0])[0].shape[0] == 1:
-            out = fn(*(jax.tree.map(lambda x: x[0], t) for t in seeded), *shared)
-            return jax.tree.map(lambda x: x[None], out)
-        return jax.vmap(lambda *s: fn(*s, *shared))(*seeded)
+        return _each_seed(lambda *s: fn(*s, *shared), *seeded)
 
     specs = (P(SEED_AXIS),) * num_seeded + (P(),) * num_shared
     # Explicit out_shardings: on a mesh of one device the outputs would otherwise come back
@@ -116,41 +122,103 @@ def sample_actions(agents: Any, observations: jax.Array, keys: jax.Array, temper
     return jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key, temperature))(agents, observations, keys)
 
 
+class OnlineStats(struct.PyTreeNode):
+    """Per-seed episode bookkeeping of the online phase, kept on the device with the seeds
+    (so every process sees every seed's under jax.distributed): the running episode's return,
+    the finished episodes' count and the last `recent.shape[-1]` returns (NaN until filled)."""
+
+    episode_return: jax.Array
+    episode_count: jax.Array
+    recent: jax.Array
+
+    @classmethod
+    def create(cls, episode_count, recent) -> "OnlineStats":
+        count = jnp.asarray(episode_count, jnp.int32)
+        return cls(episode_return=jnp.zeros(count.shape, jnp.float32), episode_count=count,
+                   recent=jnp.asarray(recent, jnp.float32))
+
+    def record(self, reward, ended) -> "OnlineStats":
+        total = self.episode_return + reward
+        shifted = jnp.concatenate([self.recent[1:], total[None]])
+        ended = ended > 0
+        return OnlineStats(episode_return=jnp.where(ended, 0.0, total), episode_count=self.episode_count + ended,
+                           recent=jnp.where(ended, shifted, self.recent))
+
+
 @functools.lru_cache(maxsize=None)
-def compiled_online_step(mesh: Mesh, num_updates: int, batch_size: int, mix_offline: bool,
-                         temperature: float) -> Callable:
-    """One environment step of online fine-tuning in one compiled call, for every seed: insert
-    the step's transition into the seed's replay buffer, run `num_updates` updates on it (or on
-    MixedData with the offline dataset), and sample the action for the next observation with
-    the updated policy (key: the seed's acting key folded with the env-step index). The agents
-    and the buffers are donated, so the buffer write is in place."""
-    def one(agent, buffer, act_key, obs, action, reward, terminated, truncated, next_obs, act_obs, offline, index):
-        row = (obs, action, reward, terminated, truncated, next_obs)
-        metrics = {}
-        if num_updates:
-            source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
-            agent, metrics = agent._update_n(source, num_updates, batch_size)
+def compiled_online_chunk(mesh: Mesh, host_step: Callable, obs_dim: int, num_updates: int, batch_size: int,
+                          mix_offline: bool, temperature: float) -> Callable:
+    """Env steps start+1 .. end of online fine-tuning, for every seed, in one compiled call.
+
+    Each env step, inside a `lax.fori_loop` on the device: `host_step(seed_ids, actions)` steps
+    the seeds' envs on the host (an `io_callback`: the env stays a Python object) and returns
+    (next_obs, reward, terminated, truncated, last_obs), last_obs being the finished episode's
+    final observation where one ended (next_obs is then the next episode's first); then each
+    seed runs `num_updates` updates on its replay buffer (or MixedData with the offline
+    dataset), stores the transition, and samples its next action with the updated policy (key:
+    the seed's acting key folded with the env-step index). One call per chunk instead of one
+    per env step: the dispatch and the host<->device copies of a call cost as much as a small
+    update (tools/bench.py --parts=online). The agents and the buffers are donated, so the
+    buffer write is in place.
+    """
+
+    def update(agent, buffer, offline):
+        if not num_updates:
+            return agent, {}
+        source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
+        return agent._update_n(source, num_updates, batch_size)
+
+    def store_and_act(agent, buffer, stats, act_key, row, act_obs, index):
+        buffer = buffer._insert(*(x[None] for x in row))
+        stats = stats.record(row[2], jnp.maximum(row[3], row[4]))
+        actions = agent.sample_actions(act_obs[None], jax.random.fold_in(act_key, index), temperature)[0]
+        return buffer, stats, actions
+
+    def local(agents, buffers, stats, act_keys, seed_ids, obs, actions, offline, start, end):
+        n = seed_ids.shape[0]
+        shapes = (jax.ShapeDtypeStruct((n, obs_dim), jnp.float32), *[jax.ShapeDtypeStruct((n,), jnp.float32)] * 3,
+                  jax.ShapeDtypeStruct((n, obs_dim), jnp.float32))
+
+        def env_step(index, carry):
+            agents, buffers, stats, obs, actions, _ = carry
+            # The host starts the env steps on a thread of its own and returns at once; the
+            # updates run meanwhile (the barrier orders them after the start: their batches
+            # are drawn with the buffer's size).
+            started = io_callback(host_step.start, jax.ShapeDtypeStruct((), jnp.float32), seed_ids, actions)
+            started, size = jax.lax.optimization_barrier((started, buffers.size))
+            agents, metrics = _each_seed(lambda a, b: update(a, b, offline), agents, buffers.replace(size=size))
             # The row is written in place only once the update's batch gathers have read the
             # buffer. XLA sees that order through data alone: without this (exact, +0) dependency
-            # of the row on the update it copies the whole buffer (2M rows, ~0.5 s) every env step.
-            after = 0.0 * jnp.nan_to_num(sum(jax.tree.leaves(metrics)))
-            row = tuple(x + after for x in row)
-        buffer = buffer._insert(*(x[None] for x in row))
-        actions = agent.sample_actions(act_obs[None], jax.random.fold_in(act_key, index), temperature)[0]
-        return agent, buffer, actions, metrics
+            # of every column of the row on the update it copies the whole buffer (2M rows, ~0.5 s)
+            # every env step.
+            after = jnp.broadcast_to(0.0 * jnp.nan_to_num(sum(jax.tree.leaves(metrics), started)), (n,))
+            next_obs, reward, terminated, truncated, last_obs = io_callback(host_step.finish, shapes, seed_ids, after)
+            row = tuple(x + after.reshape((n,) + (1,) * (x.ndim - 1))
+                        for x in (obs, actions, reward, terminated, truncated, last_obs))
+            buffers, stats, actions = _each_seed(lambda *s: store_and_act(*s, index), agents, buffers, stats,
+                                                 act_keys, row, next_obs)
+            return agents, buffers, stats, next_obs, actions, metrics
 
-    return _per_seed(one, mesh, 10, 2, donate=(0, 1))
+        # The loop carries the last step's metrics: their structure comes from tracing one step.
+        metrics = jax.eval_shape(lambda c: env_step(start + 1, c)[-1], (agents, buffers, stats, obs, actions, {}))
+        carry = (agents, buffers, stats, obs, actions, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics))
+        return jax.lax.fori_loop(start + 1, end + 1, env_step, carry)
+
+    specs = (P(SEED_AXIS),) * 7 + (P(),) * 3
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(SEED_AXIS), check_vma=False),
+                   out_shardings=seed_sharding(mesh), donate_argnums=(0, 1, 2))
 
 
-def online_step(agents, buffers, act_keys, transition, act_obs, offline, index: int, num_updates: int,
-                batch_size: int, mix_offline: bool, temperature: float):
-    """`compiled_online_step` for the seeds' (agents, buffers): `transition` is (obs, action,
-    reward, terminated, truncated, next_obs) with a leading seed axis, `act_obs` the observations
-    to act on next (the next episode's first one where an episode ended). Returns (agents,
-    buffers, actions (num_seeds, act_dim) on the device, metrics)."""
+def online_chunk(agents, buffers, stats, act_keys, seed_ids, obs, actions, offline, start: int, end: int, *,
+                 host_step: Callable, num_updates: int, batch_size: int, mix_offline: bool, temperature: float):
+    """`compiled_online_chunk` for env steps start+1 .. end: every argument but `offline`
+    carries the seed axis (`seed_ids`: each seed's index, which `host_step` receives with its
+    actions). Returns (agents, buffers, stats, obs, actions, the last step's metrics), the
+    actions being those to take at env step end+1. Compiled once per (host_step, num_updates)."""
     mesh = jax.tree.leaves(agents)[0].sharding.mesh
-    step = compiled_online_step(mesh, num_updates, batch_size, mix_offline, float(temperature))
-    return step(agents, buffers, act_keys, *transition, act_obs, offline, jnp.int32(index))
+    chunk = compiled_online_chunk(mesh, host_step, obs.shape[-1], num_updates, batch_size, mix_offline,
+                                  float(temperature))
+    return chunk(agents, buffers, stats, act_keys, seed_ids, obs, actions, offline, jnp.int32(start), jnp.int32(end))
 
 
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:

@@ -1,7 +1,11 @@
 """train_finetune: the online phase, both phases in the logs, and that fine-tuning helps."""
 
 import json
+import os
+import subprocess
+import sys
 
+import flax
 import gymnasium as gym
 import jax
 import minari
@@ -71,12 +75,46 @@ def test_init_from_an_offline_agent(toy, tmp_path):
         run_main(train_finetune, *toy_args(toy, tmp_path / "bad", f"--init_from={tmp_path / 'nothing.msgpack'}"))
 
 
-def test_true_next_obs_uses_final_obs_of_ended_episodes():
-    next_obs = np.array([[1.0], [2.0], [3.0]])  # env 1 and 2 were auto-reset this step
-    infos = {"final_obs": np.array([None, np.array([20.0]), np.array([30.0])], dtype=object)}
-    stored = train_finetune.true_next_obs(next_obs, np.array([False, True, True]), infos)
-    np.testing.assert_array_equal(stored, [[1.0], [20.0], [30.0]])
-    np.testing.assert_array_equal(next_obs, [[1.0], [2.0], [3.0]])  # the acting obs are untouched
+def test_host_envs_reset_ended_episodes_and_keep_their_last_obs(toy):
+    _, env_id = toy
+    envs, twin = (train_finetune.HostEnvs(lambda: gym.make(env_id), [0, 1]) for _ in range(2))
+    first = envs.first_obs.copy()
+    push = np.full((2, 1), 0.2, np.float32)  # x moves 0.02 a step: 0.6 over an episode, never clipped
+    for t in range(1, toy_env.STEPS + 1):  # both episodes end (time limit) at step STEPS
+        next_obs, rewards, terminated, truncated, last_obs = envs(np.array([1, 0]), push)
+        assert next_obs.dtype == np.float32 and next_obs.shape == (2, 1) and rewards.shape == (2,)
+        if t < toy_env.STEPS:
+            np.testing.assert_array_equal(next_obs, last_obs)
+            assert truncated.tolist() == [0.0, 0.0]
+    assert truncated.tolist() == [1.0, 1.0] and terminated.tolist() == [0.0, 0.0]
+    # An ended episode's s' is its final observation; the next episode has started afresh.
+    np.testing.assert_allclose(last_obs[:, 0], first[[1, 0], 0] + 0.6, rtol=1e-5)
+    assert np.all(np.abs(next_obs) <= 0.2)
+    # start + finish (the compiled loop's pair, on the worker thread) equal a direct call.
+    envs.start(np.array([0, 1]), push)
+    started = envs.finish(np.array([0, 1]), 0.0)
+    for _ in range(toy_env.STEPS + 1):  # the twin catches up: the same envs, one step further
+        direct = twin(np.array([0, 1]), push)
+    for x, y in zip(started, direct):
+        np.testing.assert_array_equal(x, y)
+    envs.close(), twin.close()
+
+
+def test_online_phase_does_not_depend_on_its_chunks(toy, tmp_path):
+    # The online phase runs in compiled chunks of env steps; where they end must not matter.
+    agents = {}
+    for per_call in (7, 70):
+        workdir = tmp_path / f"chunks{per_call}"
+        run_main(train_finetune, *toy_args(toy, workdir, "--num_seeds=2", "--config.online_steps=140",
+                                           f"--config.steps_per_call={per_call}", "--config.pretrain_steps=140",
+                                           "--config.start_training=20", "--config.eval_interval=140",
+                                           "--config.log_interval=70", "--config.checkpoint_interval=0"))
+        agents[per_call] = flax.serialization.msgpack_restore((workdir / "agent.msgpack").read_bytes())
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert summary["steps"] == 140 + 120 and summary["online_episodes_per_seed"] == [4, 4]
+    assert len(jax.tree.leaves(agents[7])) == len(jax.tree.leaves(agents[70])) > 20
+    for a, b in zip(jax.tree.leaves(agents[7]), jax.tree.leaves(agents[70])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_buffer_seeded_with_the_dataset(toy):
@@ -163,3 +201,37 @@ def test_idql_fine_tuning_waits_then_trains_only_the_critic(toy, tmp_path):
     for a, b in zip(jax.tree.leaves(offline["actor"]["params"]), jax.tree.leaves(final["actor"]["params"])):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(jax.tree.leaves(offline["critic"]["params"])[0], jax.tree.leaves(final["critic"]["params"])[0])
+
+
+SHARDED_FINETUNE = """
+import sys
+import toy_env
+toy_env.register()
+import train_finetune
+from harness import cli
+cli.run(train_finetune.main, train_finetune.FLAGS)
+"""
+
+
+@pytest.mark.slow
+def test_online_phase_sharded_over_devices_equals_one_device(toy, tmp_path):
+    # 4 seeds on 1, 2 and 4 CPU devices: each device's part of the compiled online loop steps
+    # only its own seeds' envs on the host (the callback gets their ids), with the same result.
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    agents = {}
+    for devices in (1, 2, 4):
+        workdir = tmp_path / f"devices{devices}"
+        args = toy_args(toy, workdir, "--num_seeds=4", f"--num_devices={devices}", "--config.online_steps=60",
+                        "--config.eval_interval=60", "--config.log_interval=30", "--config.pretrain_steps=60",
+                        "--config.steps_per_call=30", "--config.checkpoint_interval=0")
+        out = subprocess.run([sys.executable, "-c", SHARDED_FINETUNE, *args], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"4 seed(s) on {devices} cpu device(s)" in out.stdout, out.stdout[-2000:]
+        agents[devices] = flax.serialization.msgpack_restore((workdir / "agent.msgpack").read_bytes())
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert summary["online_episodes_per_seed"] == [2, 2, 2, 2]
+    for devices in (2, 4):
+        for a, b in zip(jax.tree.leaves(agents[1]), jax.tree.leaves(agents[devices])):
+            np.testing.assert_allclose(a, b, atol=1e-5)

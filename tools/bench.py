@@ -34,7 +34,6 @@ import subprocess
 import sys
 import time
 
-import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +41,7 @@ from absl import flags
 
 import dataset as dataset_lib
 import evaluation
+import train_finetune
 from behavior import mazes
 from configs import idql_mujoco, iql_antmaze_finetune, iql_mujoco
 from harness import cli, multiseed
@@ -254,14 +254,14 @@ def bench_idql(data, windows, seconds) -> dict:
 
 def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int = 1_000_000) -> dict:
     """Online fine-tuning on AntMaze (umaze, obs 31, act 8; configs/iql_antmaze_finetune.py,
-    one seed): env steps/s of the online loop's body (the env steps on the host, then one fused
-    compiled call stores the transition, updates once and acts) against the offline loop's
-    updates/s (`update_n`, steps_per_call updates per call) for the same agent and data shapes,
-    and the two parts of an env step alone."""
+    one seed): env steps/s of the online loop (`multiseed.online_chunk`: steps_per_call env
+    steps per compiled call, each stepping the env on the host, updating once, storing the
+    transition and acting) against the offline loop's updates/s (`update_n`, steps_per_call
+    updates per call) for the same agent and data shapes, and the env step alone."""
     config = iql_antmaze_finetune.get_config()
-    make = lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", "diverse", evaluation=False))  # noqa: E731
-    envs = gym.vector.SyncVectorEnv([make], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    make = lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", evaluation=False))  # noqa: E731
+    envs = train_finetune.HostEnvs(make, [0])
+    obs_dim, act_dim = envs.first_obs.shape[1], envs.envs[0].action_space.shape[0]
     rng = np.random.default_rng(0)
     data, _ = dataset_lib.from_arrays(
         observations=rng.standard_normal((data_size, obs_dim)).astype(np.float32),
@@ -279,45 +279,37 @@ def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int 
         jax.block_until_ready(info)
 
     offline_compile, offline_rate = timed(offline, k, windows, seconds)
-    buffers = [multiseed.shard_seeds(multiseed.stack([ReplayBuffer.from_dataset(jax.device_get(data), buffer_size, 1.0,
-                                                                                 -1.0)]), mesh)]
-    act_keys = multiseed.shard_seeds(jnp.stack([jax.random.key(1)]), mesh)
-    state = {"obs": envs.reset(seed=0)[0].astype(np.float32), "actions": np.zeros((1, act_dim), np.float32), "i": 0}
-    zeros = np.zeros(1, np.float32)
-
-    def fused(next_obs, rewards, terminated, truncated):
-        state["i"] += 1
-        transition = (state["obs"], state["actions"], rewards, terminated, truncated, next_obs)
-        agents[0], buffers[0], actions, _ = multiseed.online_step(
-            agents[0], buffers[0], act_keys, transition, next_obs, shared, state["i"], config.utd, config.batch_size,
-            False, config.online_temperature)
-        state["obs"], state["actions"] = next_obs, np.asarray(actions)
-
-    def env_step():
-        next_obs, rewards, terminated, truncated, _ = envs.step(state["actions"])
-        return (next_obs.astype(np.float32), rewards.astype(np.float32), terminated.astype(np.float32),
-                truncated.astype(np.float32))
+    buffer = ReplayBuffer.from_dataset(jax.device_get(data), buffer_size, 1.0, -1.0)
+    carry = [multiseed.shard_seeds(x, mesh) for x in (
+        multiseed.stack([buffer]), multiseed.OnlineStats.create(np.zeros(1), np.full((1, 10), np.nan)),
+        jnp.asarray(envs.first_obs), jnp.zeros((1, act_dim), jnp.float32))]
+    fixed = [multiseed.shard_seeds(x, mesh) for x in (jnp.stack([jax.random.key(1)]), jnp.zeros(1, jnp.int32))]
+    done = [0]
 
     def online():
-        fused(*env_step())
+        buffers, stats, obs, actions = carry
+        out = multiseed.online_chunk(agents[0], buffers, stats, *fixed, obs, actions, shared, done[0], done[0] + k,
+                                     host_step=envs, num_updates=config.utd, batch_size=config.batch_size,
+                                     mix_offline=False, temperature=config.online_temperature)
+        agents[0], carry[:], info = out[0], list(out[1:5]), out[5]
+        done[0] += k
+        jax.block_until_ready(info)
 
-    online_compile, online_rate = timed(online, 1, windows, seconds)
-    _, env_rate = timed(env_step, 1, windows, seconds)
-    held = (state["obs"], zeros, zeros, zeros)
-    _, fused_rate = timed(lambda: fused(*held), 1, windows, seconds)
+    online_compile, online_rate = timed(online, k, windows, seconds)
+    still = np.zeros((1, act_dim), np.float32)
+    _, env_rate = timed(lambda: envs(np.zeros(1, np.int32), still), 1, windows, seconds)
     envs.close()
     record = {"design": "online_antmaze", "buffer_size": buffer_size, "batch_size": config.batch_size,
-              "offline_updates_per_s": offline_rate, "online_env_steps_per_s": online_rate,
+              "env_steps_per_call": k, "offline_updates_per_s": offline_rate, "online_env_steps_per_s": online_rate,
               "online_fraction_of_offline": online_rate / offline_rate, "env_only_steps_per_s": env_rate,
-              "fused_call_only_per_s": fused_rate, "compile_s": online_compile + offline_compile}
+              "compile_s": online_compile + offline_compile}
     print(f"\nOnline fine-tuning, AntMaze umaze (obs {obs_dim}, act {act_dim}, buffer {buffer_size:,}, batch "
           f"{config.batch_size}, utd {config.utd}, 1 seed):")
     print("| what | rate |\n|---|---|")
     print(f"| offline updates (update_n, {k} per call) | {offline_rate:.0f} updates/s |")
-    print(f"| online: env step + fused call (store, 1 update, act) | {online_rate:.0f} env steps/s "
-          f"({100 * online_rate / offline_rate:.0f}% of offline) |")
-    print(f"| the env step alone | {env_rate:.0f} steps/s |")
-    print(f"| the fused call alone | {fused_rate:.0f} calls/s |")
+    print(f"| online (online_chunk, {k} env steps per call: env step, 1 update, store, act) | {online_rate:.0f} env "
+          f"steps/s ({100 * online_rate / offline_rate:.0f}% of offline) |")
+    print(f"| the env step alone (host) | {env_rate:.0f} steps/s |")
     return record
 
 
