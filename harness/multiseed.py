@@ -150,16 +150,16 @@ def compiled_online_chunk(mesh: Mesh, host_step: Callable, obs_dim: int, num_upd
                           mix_offline: bool, temperature: float) -> Callable:
     """Env steps start+1 .. end of online fine-tuning, for every seed, in one compiled call.
 
-    Each env step, inside a `lax.fori_loop` on the device: `host_step(seed_ids, actions)` steps
-    the seeds' envs on the host (an `io_callback`: the env stays a Python object) and returns
-    (next_obs, reward, terminated, truncated, last_obs), last_obs being the finished episode's
-    final observation where one ended (next_obs is then the next episode's first); then each
-    seed runs `num_updates` updates on its replay buffer (or MixedData with the offline
-    dataset), stores the transition, and samples its next action with the updated policy (key:
-    the seed's acting key folded with the env-step index). One call per chunk instead of one
-    per env step: the dispatch and the host<->device copies of a call cost as much as a small
-    update (tools/bench.py --parts=online). The agents and the buffers are donated, so the
-    buffer write is in place.
+    Each env step, inside a `lax.fori_loop` on the device: `host_step.start(seed_ids, actions)`
+    (an `io_callback`: the envs stay Python objects on the host) begins stepping the seeds' envs
+    on a host thread; meanwhile each seed runs `num_updates` updates on its replay buffer (or
+    MixedData with the offline dataset); `host_step.finish(seed_ids, _)` then returns (next_obs,
+    reward, terminated, truncated, last_obs), last_obs being the finished episode's final
+    observation where one ended (next_obs is then the next episode's first); each seed stores the
+    transition and samples its next action with the updated policy (key: the seed's acting key
+    folded with the env-step index). One call per chunk instead of one per env step saves the
+    call's dispatch and host<->device copies (tools/bench.py --parts=online). The agents, buffers
+    and stats are donated, so the buffer write is in place.
     """
 
     def update(agent, buffer, offline):
