@@ -111,7 +111,7 @@ def online_buffers(exp, state: dict | None):
 
 class HostEnvs:
     """The seeds' online envs on the host, stepped from inside the compiled online chunk
-    (`multiseed.online_chunk`'s `host_step`). Env i is seed i's; an env whose episode ends
+    (`multiseed.compiled_online_chunk`'s `host_step`). Env i is seed i's; an env whose episode ends
     resets itself at once, as gymnasium's SAME_STEP autoreset: `next_obs` is then the next
     episode's first observation and `last_obs` the ended episode's final one (the s' to store)."""
 
@@ -133,7 +133,8 @@ class HostEnvs:
         return next_obs, rewards, terminated, truncated, last_obs
 
     def start(self, seed_ids, actions):
-        """Begin stepping seed_ids' envs on the host's worker thread; returns at once."""
+        """Begin stepping seed_ids' envs on the host's worker thread; returns at once. (The
+        arguments are copied: a callback's arrays need not outlive the call.)"""
         self.pending[tuple(np.asarray(seed_ids).tolist())] = self.worker.submit(self, np.array(seed_ids), np.array(actions))
         return np.float32(0.0)
 
@@ -159,7 +160,7 @@ def chunk_end(env_step: int, config) -> int:
 
 def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dict | None):
     """Phase 2: `online_steps` env steps per seed, `utd` updates per env step; returns (agents,
-    step, episodes per seed). The env steps run in compiled chunks (`multiseed.online_chunk`)
+    step, episodes per seed). The env steps run in compiled chunks (`multiseed.compiled_online_chunk`)
     that end at the log, evaluation and checkpoint points; a stop signal takes effect at the
     end of the running chunk (at most `steps_per_call` env steps)."""
     config, n = exp.config, len(exp.seeds)
@@ -186,16 +187,18 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
     actions = multiseed.shard_seeds(multiseed.sample_actions(agents, obs[:, None], experiment.fold_keys(act_keys, env_step),
                                                              temperature)[:, 0], exp.mesh)
     checked_through = step  # the NaN guard's last checked step
+    chunks = {}  # the compiled chunk for each number of updates per env step
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
               disable=not exp.is_main) as bar:
         while env_step < config.online_steps:
             end = chunk_end(env_step, config)
             # Env step k trains only once k > start_training (step_updates per env step).
             step_updates = config.utd if env_step >= config.start_training else 0
-            agents, buffers, stats, obs, actions, metrics = multiseed.online_chunk(
-                agents, buffers, stats, act_keys, seed_ids, obs, actions, exp.data, env_step, end, host_step=envs,
-                num_updates=step_updates, batch_size=batch_size, mix_offline=config.mix_offline,
-                temperature=temperature)
+            if step_updates not in chunks:  # two at most: before and after start_training
+                chunks[step_updates] = multiseed.compiled_online_chunk(
+                    exp.mesh, envs, envs.first_obs.shape[1], step_updates, batch_size, config.mix_offline, temperature)
+            agents, buffers, stats, obs, actions, metrics = chunks[step_updates](
+                agents, buffers, stats, act_keys, seed_ids, obs, actions, exp.data, env_step, end)
             step += step_updates * (end - env_step)
             env_step = end
             bar.update(env_step - bar.n)

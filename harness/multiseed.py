@@ -145,10 +145,15 @@ class OnlineStats(struct.PyTreeNode):
                            recent=jnp.where(ended, shifted, self.recent))
 
 
-@functools.lru_cache(maxsize=None)
-def compiled_online_chunk(mesh: Mesh, host_step: Callable, obs_dim: int, num_updates: int, batch_size: int,
+def compiled_online_chunk(mesh: Mesh, host_step: Any, obs_dim: int, num_updates: int, batch_size: int,
                           mix_offline: bool, temperature: float) -> Callable:
-    """Env steps start+1 .. end of online fine-tuning, for every seed, in one compiled call.
+    """`chunk(agents, buffers, stats, act_keys, seed_ids, obs, actions, offline, start, end)`:
+    env steps start+1 .. end of online fine-tuning, for every seed, in one compiled call. Every
+    argument but `offline` and the two ints carries the seed axis (`seed_ids`: each seed's
+    index, which `host_step` receives with its actions); it returns (agents, buffers, stats,
+    obs, actions, the last step's metrics), the actions being those to take at env step end+1.
+    Not cached here: the function holds `host_step`, so its caller keeps it for as long as the
+    envs live (one compile per `num_updates`; start and end are traced).
 
     Each env step, inside a `lax.fori_loop` on the device: `host_step.start(seed_ids, actions)`
     (an `io_callback`: the envs stay Python objects on the host) begins stepping the seeds' envs
@@ -199,26 +204,14 @@ def compiled_online_chunk(mesh: Mesh, host_step: Callable, obs_dim: int, num_upd
                                                  act_keys, row, next_obs)
             return agents, buffers, stats, next_obs, actions, metrics
 
-        # The loop carries the last step's metrics: their structure comes from tracing one step.
-        metrics = jax.eval_shape(lambda c: env_step(start + 1, c)[-1], (agents, buffers, stats, obs, actions, {}))
+        # The loop carries the last step's metrics, zeros before the first (their shapes: the update's).
+        metrics = jax.eval_shape(lambda a, b: _each_seed(lambda x, y: update(x, y, offline), a, b)[1], agents, buffers)
         carry = (agents, buffers, stats, obs, actions, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics))
         return jax.lax.fori_loop(start + 1, end + 1, env_step, carry)
 
     specs = (P(SEED_AXIS),) * 7 + (P(),) * 3
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(SEED_AXIS), check_vma=False),
                    out_shardings=seed_sharding(mesh), donate_argnums=(0, 1, 2))
-
-
-def online_chunk(agents, buffers, stats, act_keys, seed_ids, obs, actions, offline, start: int, end: int, *,
-                 host_step: Callable, num_updates: int, batch_size: int, mix_offline: bool, temperature: float):
-    """`compiled_online_chunk` for env steps start+1 .. end: every argument but `offline`
-    carries the seed axis (`seed_ids`: each seed's index, which `host_step` receives with its
-    actions). Returns (agents, buffers, stats, obs, actions, the last step's metrics), the
-    actions being those to take at env step end+1. Compiled once per (host_step, num_updates)."""
-    mesh = jax.tree.leaves(agents)[0].sharding.mesh
-    chunk = compiled_online_chunk(mesh, host_step, obs.shape[-1], num_updates, batch_size, mix_offline,
-                                  float(temperature))
-    return chunk(agents, buffers, stats, act_keys, seed_ids, obs, actions, offline, jnp.int32(start), jnp.int32(end))
 
 
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:

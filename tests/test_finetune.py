@@ -97,7 +97,8 @@ def test_host_envs_reset_ended_episodes_and_keep_their_last_obs(toy):
         direct = twin(np.array([0, 1]), push)
     for x, y in zip(started, direct):
         np.testing.assert_array_equal(x, y)
-    envs.close(), twin.close()
+    envs.close()
+    twin.close()
 
 
 def test_online_phase_does_not_depend_on_its_chunks(toy, tmp_path):

@@ -254,7 +254,7 @@ def bench_idql(data, windows, seconds) -> dict:
 
 def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int = 1_000_000) -> dict:
     """Online fine-tuning on AntMaze (umaze, obs 31, act 8; configs/iql_antmaze_finetune.py,
-    one seed): env steps/s of the online loop (`multiseed.online_chunk`: steps_per_call env
+    one seed): env steps/s of the online loop (`multiseed.compiled_online_chunk`: steps_per_call env
     steps per compiled call, each stepping the env on the host, updating once, storing the
     transition and acting) against the offline loop's updates/s (`update_n`, steps_per_call
     updates per call) for the same agent and data shapes, and the env step alone."""
@@ -280,17 +280,17 @@ def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int 
 
     offline_compile, offline_rate = timed(offline, k, windows, seconds)
     buffer = ReplayBuffer.from_dataset(jax.device_get(data), buffer_size, 1.0, -1.0)
+    stats = multiseed.OnlineStats.create(np.zeros(1), np.full((1, train_finetune.RECENT), np.nan))
     carry = [multiseed.shard_seeds(x, mesh) for x in (
-        multiseed.stack([buffer]), multiseed.OnlineStats.create(np.zeros(1), np.full((1, 10), np.nan)),
-        jnp.asarray(envs.first_obs), jnp.zeros((1, act_dim), jnp.float32))]
+        multiseed.stack([buffer]), stats, jnp.asarray(envs.first_obs), jnp.zeros((1, act_dim), jnp.float32))]
     fixed = [multiseed.shard_seeds(x, mesh) for x in (jnp.stack([jax.random.key(1)]), jnp.zeros(1, jnp.int32))]
     done = [0]
+    chunk = multiseed.compiled_online_chunk(mesh, envs, obs_dim, config.utd, config.batch_size, False,
+                                            config.online_temperature)
 
     def online():
         buffers, stats, obs, actions = carry
-        out = multiseed.online_chunk(agents[0], buffers, stats, *fixed, obs, actions, shared, done[0], done[0] + k,
-                                     host_step=envs, num_updates=config.utd, batch_size=config.batch_size,
-                                     mix_offline=False, temperature=config.online_temperature)
+        out = chunk(agents[0], buffers, stats, *fixed, obs, actions, shared, done[0], done[0] + k)
         agents[0], carry[:], info = out[0], list(out[1:5]), out[5]
         done[0] += k
         jax.block_until_ready(info)
@@ -307,8 +307,8 @@ def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int 
           f"{config.batch_size}, utd {config.utd}, 1 seed):")
     print("| what | rate |\n|---|---|")
     print(f"| offline updates (update_n, {k} per call) | {offline_rate:.0f} updates/s |")
-    print(f"| online (online_chunk, {k} env steps per call: env step, 1 update, store, act) | {online_rate:.0f} env "
-          f"steps/s ({100 * online_rate / offline_rate:.0f}% of offline) |")
+    print(f"| online (compiled_online_chunk, {k} env steps per call: env step, 1 update, store, act) | "
+          f"{online_rate:.0f} env steps/s ({100 * online_rate / offline_rate:.0f}% of offline) |")
     print(f"| the env step alone (host) | {env_rate:.0f} steps/s |")
     return record
 
