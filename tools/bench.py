@@ -252,6 +252,21 @@ def bench_idql(data, windows, seconds) -> dict:
     return {"ceilings": ceilings, "records": records}
 
 
+class ConstantHost:
+    """A `compiled_online_chunk` host step that steps no env: the first observation, reward 0,
+    never done (the loop's own cost: callbacks, update, insert, acting)."""
+
+    def __init__(self, first_obs: np.ndarray):
+        zeros = np.zeros(len(first_obs), np.float32)
+        self.result = (first_obs, zeros, zeros, zeros, first_obs)
+
+    def start(self, seed_ids, actions):
+        return np.float32(0.0)
+
+    def finish(self, seed_ids, _after):
+        return self.result
+
+
 def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int = 1_000_000) -> dict:
     """Online fine-tuning on AntMaze (umaze, obs 31, act 8; configs/iql_antmaze_finetune.py,
     one seed): env steps/s of the online loop (`multiseed.compiled_online_chunk`: steps_per_call env
@@ -285,23 +300,30 @@ def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int 
         multiseed.stack([buffer]), stats, jnp.asarray(envs.first_obs), jnp.zeros((1, act_dim), jnp.float32))]
     fixed = [multiseed.shard_seeds(x, mesh) for x in (jnp.stack([jax.random.key(1)]), jnp.zeros(1, jnp.int32))]
     done = [0]
-    chunk = multiseed.compiled_online_chunk(mesh, envs, obs_dim, config.utd, config.batch_size, False,
-                                            config.online_temperature)
 
-    def online():
-        buffers, stats, obs, actions = carry
-        out = chunk(agents[0], buffers, stats, *fixed, obs, actions, shared, done[0], done[0] + k)
-        agents[0], carry[:], info = out[0], list(out[1:5]), out[5]
-        done[0] += k
-        jax.block_until_ready(info)
+    def online_loop(host_step):
+        chunk = multiseed.compiled_online_chunk(mesh, host_step, obs_dim, config.utd, config.batch_size, False,
+                                                config.online_temperature)
 
-    online_compile, online_rate = timed(online, k, windows, seconds)
+        def online():
+            buffers, stats, obs, actions = carry
+            out = chunk(agents[0], buffers, stats, *fixed, obs, actions, shared, done[0], done[0] + k)
+            agents[0], carry[:], info = out[0], list(out[1:5]), out[5]
+            done[0] += k
+            jax.block_until_ready(info)
+
+        return online
+
+    online_compile, online_rate = timed(online_loop(envs), k, windows, seconds)
+    # The same loop with a host step that returns at once: what the loop costs without the env.
+    _, no_env_rate = timed(online_loop(ConstantHost(envs.first_obs)), k, windows, seconds)
     still = np.zeros((1, act_dim), np.float32)
     _, env_rate = timed(lambda: envs(np.zeros(1, np.int32), still), 1, windows, seconds)
     envs.close()
     record = {"design": "online_antmaze", "buffer_size": buffer_size, "batch_size": config.batch_size,
               "env_steps_per_call": k, "offline_updates_per_s": offline_rate, "online_env_steps_per_s": online_rate,
               "online_fraction_of_offline": online_rate / offline_rate, "env_only_steps_per_s": env_rate,
+              "online_no_env_steps_per_s": no_env_rate,
               "compile_s": online_compile + offline_compile}
     print(f"\nOnline fine-tuning, AntMaze umaze (obs {obs_dim}, act {act_dim}, buffer {buffer_size:,}, batch "
           f"{config.batch_size}, utd {config.utd}, 1 seed):")
@@ -309,6 +331,8 @@ def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int 
     print(f"| offline updates (update_n, {k} per call) | {offline_rate:.0f} updates/s |")
     print(f"| online (compiled_online_chunk, {k} env steps per call: env step, 1 update, store, act) | "
           f"{online_rate:.0f} env steps/s ({100 * online_rate / offline_rate:.0f}% of offline) |")
+    print(f"| the same loop, the host step returning at once (no env) | {no_env_rate:.0f} env steps/s "
+          f"({100 * no_env_rate / offline_rate:.0f}% of offline) |")
     print(f"| the env step alone (host) | {env_rate:.0f} steps/s |")
     return record
 
