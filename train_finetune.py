@@ -16,6 +16,7 @@ train.csv carry a `phase` and an `env_steps` column so both phases share one x-a
 """
 
 import concurrent.futures
+import json
 import os
 
 import jax
@@ -65,6 +66,28 @@ def checkpoint_template(agents, online: bool, num_seeds: int, obs_dim: int, acti
     return template
 
 
+# Config fields that shape an agent's networks or optimizer state: an agent saved with other
+# values cannot be loaded into this run's.
+AGENT_SHAPE_FIELDS = ("algo", "hidden_dims", "num_qs", "cosine_decay", "dropout_rate")
+
+
+def saved_config_differences(agent_path: str, config) -> str:
+    """'; it was trained with cosine_decay=True (this config: False), ...' from the config.json
+    beside a saved agent, for the shape fields that differ; '' when there is none to read."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(agent_path)), "config.json")) as f:
+            saved = json.load(f)["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    ours = config.to_dict()
+    diffs = [f"{k}={saved[k]!r} (this config: {ours[k]!r})" for k in AGENT_SHAPE_FIELDS
+             if k in saved and k in ours and list(np.atleast_1d(saved[k])) != list(np.atleast_1d(ours[k]))]
+    if not diffs:
+        return ""
+    return (f"; it was trained with {', '.join(diffs)}: pass the same values "
+            f"(e.g. --config.{diffs[0].split('=')[0]}=...)")
+
+
 def offline_phase(exp, agents, state: dict | None) -> tuple:
     """Phase 1: pretrain (or load --init_from, or resume); returns (agents, offline steps done)."""
     config = exp.config
@@ -76,7 +99,7 @@ def offline_phase(exp, agents, state: dict | None) -> tuple:
         try:
             loaded = outputs.load_pytree(FLAGS.init_from, multiseed.fetch(agents))
         except (OSError, ValueError) as e:
-            raise cli.UserError(f"--init_from: {e}") from e
+            raise cli.UserError(f"--init_from: {e}{saved_config_differences(FLAGS.init_from, config)}") from e
         agents = multiseed.shard_seeds(loaded, exp.mesh)
         step = int(multiseed.fetch(agents.actor.step)[0])
         print(f"starting from {FLAGS.init_from} (trained for {step} offline steps)")

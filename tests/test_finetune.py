@@ -73,6 +73,10 @@ def test_init_from_an_offline_agent(toy, tmp_path):
     assert [(r["phase"], int(r["step"]), int(r["env_steps"])) for r in evals] == [("online", 260, 60)]
     with pytest.raises(cli.UserError, match="--init_from"):
         run_main(train_finetune, *toy_args(toy, tmp_path / "bad", f"--init_from={tmp_path / 'nothing.msgpack'}"))
+    # An agent trained with another schedule: the error names the field and both values.
+    with pytest.raises(cli.UserError, match=r"cosine_decay=False \(this config: True\)"):
+        run_main(train_finetune, *toy_args(toy, tmp_path / "cosine", f"--init_from={tmp_path / 'offline' / 'agent.msgpack'}",
+                                      "--config.cosine_decay=True", "--config.pretrain_steps=0"))
 
 
 def test_host_envs_reset_ended_episodes_and_keep_their_last_obs(toy):
