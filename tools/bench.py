@@ -56,6 +56,8 @@ flags.DEFINE_bool("quick", False, "Short timing windows (a few minutes in all)."
 flags.DEFINE_string("json", None, "Write the records to this JSON file.", flag_values=FLAGS)
 flags.DEFINE_integer("sharded_devices", 0, "Devices for the sharded configurations (0: one per CPU core, "
                      "or all accelerators).", flag_values=FLAGS)
+flags.DEFINE_multi_integer("online_seeds", [1], "--parts=online: seeds per process (repeat the flag for several).",
+                           flag_values=FLAGS)
 flags.DEFINE_list("parts", ["iql", "idql", "online"], "What to measure: iql (updates, seed layouts), idql (update, "
                   "acting), online (AntMaze fine-tuning's env steps/s against offline updates/s).",
                   flag_values=FLAGS)
@@ -267,15 +269,17 @@ class ConstantHost:
         return self.result
 
 
-def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int = 1_000_000) -> dict:
+def bench_online(windows, seconds, num_seeds: int = 1, buffer_size: int = 2_000_000,
+                 data_size: int = 1_000_000) -> dict:
     """Online fine-tuning on AntMaze (umaze, obs 31, act 8; configs/iql_antmaze_finetune.py,
-    one seed): env steps/s of the online loop (`multiseed.compiled_online_chunk`: steps_per_call env
+    `num_seeds` seeds in one process, one env each): env steps/s per seed of the online loop (`multiseed.compiled_online_chunk`: steps_per_call env
     steps per compiled call, each stepping the env on the host, updating once, storing the
     transition and acting) against the offline loop's updates/s (`update_n`, steps_per_call
     updates per call) for the same agent and data shapes, and the env step alone."""
     config = iql_antmaze_finetune.get_config()
     make = lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", evaluation=False))  # noqa: E731
-    envs = train_finetune.HostEnvs(make, [0])
+    seeds = list(range(num_seeds))
+    envs = train_finetune.HostEnvs(make, seeds)
     obs_dim, act_dim = envs.first_obs.shape[1], envs.envs[0].action_space.shape[0]
     rng = np.random.default_rng(0)
     data, _ = dataset_lib.from_arrays(
@@ -283,9 +287,9 @@ def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int 
         actions=rng.uniform(-1, 1, (data_size, act_dim)).astype(np.float32),
         rewards=(rng.random(data_size) < 0.01).astype(np.float32), terminals=np.zeros(data_size, np.float32),
         next_observations=rng.standard_normal((data_size, obs_dim)).astype(np.float32), reward_transform="antmaze")
-    mesh = multiseed.make_mesh(1, 1)
+    mesh = multiseed.make_mesh(num_seeds, 1)
     create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)  # noqa: E731
-    agents = [multiseed.create_agents(create, [0], mesh)]
+    agents = [multiseed.create_agents(create, seeds, mesh)]
     shared = multiseed.replicate(data, mesh)
     k = config.steps_per_call
 
@@ -295,10 +299,11 @@ def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int 
 
     offline_compile, offline_rate = timed(offline, k, windows, seconds)
     buffer = ReplayBuffer.from_dataset(jax.device_get(data), buffer_size, 1.0, -1.0)
-    stats = multiseed.OnlineStats.create(np.zeros(1), np.full((1, train_finetune.RECENT), np.nan))
-    carry = [multiseed.shard_seeds(x, mesh) for x in (
-        multiseed.stack([buffer]), stats, jnp.asarray(envs.first_obs), jnp.zeros((1, act_dim), jnp.float32))]
-    fixed = [multiseed.shard_seeds(x, mesh) for x in (jnp.stack([jax.random.key(1)]), jnp.zeros(1, jnp.int32))]
+    stats = multiseed.OnlineStats.create(np.zeros(num_seeds), np.full((num_seeds, train_finetune.RECENT), np.nan))
+    carry = [multiseed.shard_seeds(x, mesh) for x in (multiseed.stack([buffer] * num_seeds), stats,
+                                                      jnp.asarray(envs.first_obs), jnp.zeros((num_seeds, act_dim)))]
+    fixed = [multiseed.shard_seeds(x, mesh) for x in (jax.random.split(jax.random.key(1), num_seeds),
+                                                      jnp.arange(num_seeds, dtype=jnp.int32))]
     done = [0]
 
     def online_loop(host_step):
@@ -317,16 +322,16 @@ def bench_online(windows, seconds, buffer_size: int = 2_000_000, data_size: int 
     online_compile, online_rate = timed(online_loop(envs), k, windows, seconds)
     # The same loop with a host step that returns at once: what the loop costs without the env.
     _, no_env_rate = timed(online_loop(ConstantHost(envs.first_obs)), k, windows, seconds)
-    still = np.zeros((1, act_dim), np.float32)
-    _, env_rate = timed(lambda: envs(np.zeros(1, np.int32), still), 1, windows, seconds)
+    still = np.zeros((num_seeds, act_dim), np.float32)
+    _, env_rate = timed(lambda: envs(np.arange(num_seeds), still), num_seeds, windows, seconds)
     envs.close()
-    record = {"design": "online_antmaze", "buffer_size": buffer_size, "batch_size": config.batch_size,
+    record = {"design": "online_antmaze", "num_seeds": num_seeds, "buffer_size": buffer_size, "batch_size": config.batch_size,
               "env_steps_per_call": k, "offline_updates_per_s": offline_rate, "online_env_steps_per_s": online_rate,
               "online_fraction_of_offline": online_rate / offline_rate, "env_only_steps_per_s": env_rate,
               "online_no_env_steps_per_s": no_env_rate,
               "compile_s": online_compile + offline_compile}
     print(f"\nOnline fine-tuning, AntMaze umaze (obs {obs_dim}, act {act_dim}, buffer {buffer_size:,}, batch "
-          f"{config.batch_size}, utd {config.utd}, 1 seed):")
+          f"{config.batch_size}, utd {config.utd}, {num_seeds} seed(s); rates per seed):")
     print("| what | rate |\n|---|---|")
     print(f"| offline updates (update_n, {k} per call) | {offline_rate:.0f} updates/s |")
     print(f"| online (compiled_online_chunk, {k} env steps per call: env step, 1 update, store, act) | "
@@ -426,7 +431,7 @@ def main(argv):
     if "idql" in FLAGS.parts:
         results["idql"] = bench_idql(data, windows, seconds)
     if "online" in FLAGS.parts:
-        results["online"] = bench_online(windows, seconds)
+        results["online"] = [bench_online(windows, seconds, n) for n in FLAGS.online_seeds]
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(results, f, indent=2)
