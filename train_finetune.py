@@ -77,15 +77,13 @@ def saved_config_differences(agent_path: str, config) -> str:
     try:
         with open(os.path.join(os.path.dirname(os.path.abspath(agent_path)), "config.json")) as f:
             saved = json.load(f)["config"]
-    except (OSError, ValueError, KeyError, TypeError):
+        fields = [k for k in experiment.config_changes(saved, config) if k in AGENT_SHAPE_FIELDS]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ""
-    ours = config.to_dict()
-    diffs = [f"{k}={saved[k]!r} (this config: {ours[k]!r})" for k in AGENT_SHAPE_FIELDS
-             if k in saved and k in ours and list(np.atleast_1d(saved[k])) != list(np.atleast_1d(ours[k]))]
-    if not diffs:
+    if not fields:
         return ""
-    return (f"; it was trained with {', '.join(diffs)}: pass the same values "
-            f"(e.g. --config.{diffs[0].split('=')[0]}=...)")
+    diffs = ", ".join(f"{k}={saved.get(k)!r} (this config: {config.get(k)!r})" for k in fields)
+    return f"; it was trained with {diffs}: pass the same values (e.g. --config.{fields[0]}=...)"
 
 
 def offline_phase(exp, agents, state: dict | None) -> tuple:

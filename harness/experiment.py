@@ -95,12 +95,18 @@ def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0
                       flag_values=flag_values)
 
 
+def config_changes(saved: dict, config) -> list[str]:
+    """The fields whose values differ between `config` and `saved` (a config.json's "config"),
+    compared as JSON (tuples and lists alike)."""
+    now = json.loads(json.dumps(config.to_dict(), default=str))
+    return sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
+
+
 def check_same_run(workdir: str, config, run_flags: dict, allow_change: bool) -> None:
     """Resume only the run that wrote the checkpoints: same config and flags, unless allowed."""
     with open(os.path.join(workdir, "config.json")) as f:
         saved = json.load(f)
-    now = json.loads(json.dumps(config.to_dict(), default=str))
-    changed = sorted(f"config.{k}" for k in set(now) | set(saved["config"]) if now.get(k) != saved["config"].get(k))
+    changed = [f"config.{k}" for k in config_changes(saved["config"], config)]
     changed += sorted(f"--{k}" for k, v in run_flags.items() if saved["flags"].get(k) != v)
     if changed and not allow_change:
         fail(f"{workdir} holds checkpoints of a run with different {', '.join(changed)}; rerun with the "

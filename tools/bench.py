@@ -272,10 +272,11 @@ class ConstantHost:
 def bench_online(windows, seconds, num_seeds: int = 1, buffer_size: int = 2_000_000,
                  data_size: int = 1_000_000) -> dict:
     """Online fine-tuning on AntMaze (umaze, obs 31, act 8; configs/iql_antmaze_finetune.py,
-    `num_seeds` seeds in one process, one env each): env steps/s per seed of the online loop (`multiseed.compiled_online_chunk`: steps_per_call env
-    steps per compiled call, each stepping the env on the host, updating once, storing the
-    transition and acting) against the offline loop's updates/s (`update_n`, steps_per_call
-    updates per call) for the same agent and data shapes, and the env step alone."""
+    `num_seeds` seeds in one process, one env each): env steps/s per seed of the online loop
+    (`multiseed.compiled_online_chunk`: steps_per_call env steps per compiled call, each stepping
+    the env on the host, updating once, storing the transition and acting) against the offline
+    loop's updates/s (`update_n`, steps_per_call updates per call) for the same agent and data
+    shapes; the same loop with a host step that steps no env (`ConstantHost`); the env step alone."""
     config = iql_antmaze_finetune.get_config()
     make = lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", evaluation=False))  # noqa: E731
     seeds = list(range(num_seeds))
@@ -325,8 +326,9 @@ def bench_online(windows, seconds, num_seeds: int = 1, buffer_size: int = 2_000_
     still = np.zeros((num_seeds, act_dim), np.float32)
     _, env_rate = timed(lambda: envs(np.arange(num_seeds), still), num_seeds, windows, seconds)
     envs.close()
-    record = {"design": "online_antmaze", "num_seeds": num_seeds, "buffer_size": buffer_size, "batch_size": config.batch_size,
-              "env_steps_per_call": k, "offline_updates_per_s": offline_rate, "online_env_steps_per_s": online_rate,
+    record = {"design": "online_antmaze", "num_seeds": num_seeds, "buffer_size": buffer_size,
+              "batch_size": config.batch_size, "env_steps_per_call": k, "offline_updates_per_s": offline_rate,
+              "online_env_steps_per_s": online_rate,
               "online_fraction_of_offline": online_rate / offline_rate, "env_only_steps_per_s": env_rate,
               "online_no_env_steps_per_s": no_env_rate,
               "compile_s": online_compile + offline_compile}
