@@ -12,7 +12,7 @@ neighbouring cell stays inside the two cells, so the target never lies behind a 
 - PointMaze: a PD controller on the ball, action = clip(KP (target - xy) - KD v), as Minari's
   D4RL/pointmaze sets.
 
-Dataset kinds (`<family>/<maze>[-<regime>]-v0`, e.g. local/antmaze/medium-play-v0): each
+Dataset kinds (`<family>/<maze>[-<regime>]-v<version>`, e.g. local/antmaze/medium-play-v1): each
 episode draws a (start cell, commanded goal cell) pair and the controller drives there, then
 stays, until the time limit (`timeouts`; the data env is continuing), as D4RL:
   umaze (fixed)  D4RL's evaluation start and goal cells only
@@ -26,6 +26,11 @@ diverse and play sets reward only trajectories that pass the goal, and reaching 
 start means stitching them. Evaluation is D4RL's task: start in the start cell, reach the goal
 cell, the episode terminating there; return = success in {0, 1}, so the metadata's reference
 scores (0, 1) make the normalised score 100 x success rate, as D4RL's AntMaze.
+
+Versions: in `-v1` (the default) an episode whose commanded goal cell is the evaluation cell
+is commanded to the evaluation goal itself, so the controller settles inside the success
+radius. `-v0` (the first sets) drew the two goals apart there, each with the cell noise: its
+umaze ants hover ~1 m from the goal that rewards them (median 1.04 m; 5.6% of rows inside).
 """
 
 import collections
@@ -69,6 +74,7 @@ DATA_STEPS = {"antmaze": {"umaze": 1000, "medium": 1000, "large": 1000},
 KP, KD = 10.0, 1.0
 ALIGN = 0.25  # cells: how far off the axis to the next cell the planner first re-centres the agent
 ANT_POLICY = os.path.join(SHIPPED, "goal_ant")
+VERSIONS = (0, 1)  # see the module docstring; new sets are v1
 
 
 def parse_kind(kind: str) -> tuple[str, str]:
@@ -114,16 +120,20 @@ def make_env(family: str, maze: str, evaluation: bool = True, **kwargs) -> gym.E
 
 class EvaluationGoal(gym.Wrapper):
     """A data env seen through D4RL's relabelling: the controller drives to the commanded goal
-    (the env's own, `commanded_goal()`), but rewards, `info['success']` and the observed
-    `desired_goal` are about the evaluation goal, drawn per episode around D4RL's goal cell
-    with the evaluation env's noise."""
+    (`commanded_goal()`), but rewards, `info['success']` and the observed `desired_goal` are
+    about the evaluation goal, drawn per episode around D4RL's goal cell with the evaluation
+    env's noise. With `version=1`, an episode commanded to the evaluation cell is commanded to
+    the evaluation goal itself; version 0 keeps the env's own goal there (drawn separately)."""
 
-    def __init__(self, env: gym.Env, goal_cell: tuple[int, int]):
+    def __init__(self, env: gym.Env, goal_cell: tuple[int, int], version: int = 1):
         super().__init__(env)
-        self.goal_cell, self.goal = goal_cell, np.zeros(2)
+        if version not in VERSIONS:
+            raise ValueError(f"unknown maze dataset version {version}; choose from {VERSIONS}")
+        self.goal_cell, self.goal, self.version = tuple(goal_cell), np.zeros(2), version
+        self._command_goal = False
 
     def commanded_goal(self) -> np.ndarray:
-        return self.env.unwrapped.goal
+        return self.goal if self._command_goal else self.env.unwrapped.goal
 
     def _view(self, obs: dict) -> tuple[dict, bool]:
         success = bool(np.linalg.norm(obs["achieved_goal"] - self.goal) <= 0.45)
@@ -133,6 +143,8 @@ class EvaluationGoal(gym.Wrapper):
         obs, info = self.env.reset(**kwargs)
         maze = self.env.unwrapped
         self.goal = maze.add_xy_position_noise(maze.maze.cell_rowcol_to_xy(np.asarray(self.goal_cell)))
+        commanded_cell = tuple(int(v) for v in maze.maze.cell_xy_to_rowcol(maze.goal))
+        self._command_goal = self.version >= 1 and commanded_cell == self.goal_cell
         obs, success = self._view(obs)
         return obs, {**info, "success": success}
 
@@ -294,15 +306,17 @@ def success_rate(family: str, maze: str, controller, episodes: int, seed: int) -
 
 def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: int = 1_000_000, seed: int = 0,
                       num_envs: int = 16, behavior_dir: str | None = None, overwrite: bool = False,
-                      pairs: list | None = None, noise: float | None = None) -> str:
-    """Record `<namespace>/<family>/<kind>-v0` into the local Minari root; returns its id.
-    `pairs` replaces the kind's (start, goal) cell pairs (e.g. a stitching test's)."""
+                      pairs: list | None = None, noise: float | None = None, version: int = 1) -> str:
+    """Record `<namespace>/<family>/<kind>-v<version>` into the local Minari root; returns its
+    id. `pairs` replaces the kind's (start, goal) cell pairs (e.g. a stitching test's)."""
     import minari  # heavy: imported when a dataset is made
 
     if family not in FAMILIES:
         raise UserError(f"unknown maze family {family!r}; choose from {tuple(FAMILIES)}")
     maze, regime = parse_kind(kind)
-    ds_id = f"{namespace}/{family}/{kind}-v0"
+    if version not in VERSIONS:
+        raise UserError(f"unknown maze dataset version {version}; choose from {VERSIONS} (see behavior/mazes.py)")
+    ds_id = f"{namespace}/{family}/{kind}-v{version}"
     if ds_id in minari.list_local_datasets():
         if not overwrite:
             print(f"{ds_id} already exists in {dataset_lib.minari_root()}; keeping it (--overwrite replaces it)")
@@ -310,7 +324,8 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
         minari.delete_dataset(ds_id)
     controller = controller_for(family, behavior_dir, noise)
     pairs = pairs or cell_pairs(maze, regime)
-    collectors = [minari.DataCollector(EvaluationGoal(make_env(family, maze, evaluation=False), EVAL_CELLS[maze][1]))
+    collectors = [minari.DataCollector(EvaluationGoal(make_env(family, maze, evaluation=False), EVAL_CELLS[maze][1],
+                                                  version))
                   for _ in range(num_envs)]
     try:
         stats = record(collectors, controller, pairs, steps, jax.random.fold_in(jax.random.key(seed),
@@ -341,19 +356,22 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
 
 
 def ensure_maze_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
-    """Build `local/antmaze/<kind>-v0` or `local/pointmaze/<kind>-v0` if it is not there yet.
-    Returns True when it built one; False when the id is not such an id or already exists."""
+    """Build `local/antmaze/<kind>-v<version>` or `local/pointmaze/<kind>-v<version>` if it
+    is not there yet. Returns True when it built one; False when the id is not such an id or
+    already exists."""
     import minari  # heavy: imported when a dataset is made
 
     parts = ds_id.split("/")
-    if len(parts) != 3 or parts[0] != "local" or parts[1] not in FAMILIES or not parts[2].endswith("-v0"):
+    if len(parts) != 3 or parts[0] != "local" or parts[1] not in FAMILIES:
+        return False
+    kind, _, version = parts[2].rpartition("-v")
+    if not kind or version not in {str(v) for v in VERSIONS}:
         return False
     if ds_id in minari.list_local_datasets():
         return False
-    kind = parts[2][: -len("-v0")]
     parse_kind(kind)
     print(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; building it ({steps:,} steps: "
           f"{'~15 min for AntMaze' if parts[1] == 'antmaze' else 'a few minutes'} on a laptop CPU)")
-    make_maze_dataset(parts[1], kind, "local", steps, seed)
+    make_maze_dataset(parts[1], kind, "local", steps, seed, version=int(version))
     return True
 

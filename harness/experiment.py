@@ -75,8 +75,9 @@ def default_workdir(config, dataset: str, seed: int, prefix: str = "") -> str:
 def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0") -> None:
     """The flags both training scripts take (everything but --config and their own)."""
     flags.DEFINE_string("dataset", default_dataset,
-                        "Minari dataset id, or a path to a .hdf5/.h5/.npz file. Ids local/<env>/<kind>-v0 "
-                        "with shipped behavior policies (see behavior/collect.py) are built on first use.",
+                        "Minari dataset id, or a path to a .hdf5/.h5/.npz file. Ids local/<env>/<kind>-v0 and "
+                        "local/antmaze|pointmaze/<kind>-v1 with shipped behavior policies (see behavior/collect.py) "
+                        "are built on first use.",
                         flag_values=flag_values)
     flags.DEFINE_string("workdir", None, "Folder for everything the run writes; an existing one with checkpoints is "
                         "resumed (default: runs/<algo>_<dataset>_seed<seed>).", flag_values=flag_values)

@@ -135,7 +135,7 @@ def test_antmaze_without_a_policy_is_a_clear_error(maze_root, tmp_path):
     with pytest.raises(UserError, match="no goal-reaching Ant policy") as e:
         mazes.make_maze_dataset("antmaze", "umaze", namespace="none", steps=10, behavior_dir=str(tmp_path / "none"))
     assert "behavior.train_behavior" in str(e.value)
-    assert "none/antmaze/umaze-v0" not in minari.list_local_datasets()
+    assert "none/antmaze/umaze-v1" not in minari.list_local_datasets()
 
 
 def yawed_body(yaw: float, velocity) -> np.ndarray:
@@ -194,3 +194,34 @@ def test_export_of_one_snapshot_ships_only_it(tmp_path):
     assert shipped.expert["step"] == 1000 and [s["step"] for s in shipped.snapshots] == [1000]
     with pytest.raises(UserError, match="no snapshot at step 3000"):
         Behavior(run).export(str(tmp_path / "other"), step=3000)
+
+
+@pytest.mark.parametrize("family", ["pointmaze", "antmaze"])
+def test_v1_commands_the_evaluation_goal_in_its_cell(family):
+    """v1: an episode commanded to D4RL's goal cell drives to the evaluation goal itself; v0 drew
+    the commanded goal apart (the same cell, its own noise); other cells are commanded as the env's."""
+    for version in (0, 1):
+        env = mazes.EvaluationGoal(mazes.make_env(family, "umaze", evaluation=False), G, version)
+        for seed in range(3):
+            obs, _ = env.reset(seed=seed, options={"reset_cell": np.asarray(S), "goal_cell": np.asarray(G)})
+            commanded = env.commanded_goal()
+            assert mazes.Planner(env.unwrapped.maze).cell(commanded) == G
+            if version == 1:
+                np.testing.assert_array_equal(commanded, obs["desired_goal"])
+            else:
+                assert np.linalg.norm(commanded - obs["desired_goal"]) > 1e-3  # two separate noise draws
+            obs, _ = env.reset(seed=seed, options={"reset_cell": np.asarray(G), "goal_cell": np.asarray(S)})
+            np.testing.assert_array_equal(env.commanded_goal(), env.unwrapped.goal)
+            assert mazes.Planner(env.unwrapped.maze).cell(env.commanded_goal()) == S
+        env.close()
+    with pytest.raises(ValueError, match="version 2"):
+        mazes.EvaluationGoal(mazes.make_env("pointmaze", "umaze", evaluation=False), G, 2)
+
+
+def test_maze_ids_carry_the_builder_version(maze_root):
+    assert mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1) == "ver/pointmaze/umaze-v1"
+    assert mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1,
+                                   version=0) == "ver/pointmaze/umaze-v0"
+    with pytest.raises(UserError, match="version 2"):
+        mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, version=2)
+    assert mazes.ensure_maze_dataset("local/pointmaze/umaze-v2") is False  # not a builder id: left to Minari
