@@ -219,7 +219,8 @@ def test_v1_commands_the_evaluation_goal_in_its_cell(family):
 
 
 def test_maze_ids_carry_the_builder_version(maze_root):
-    assert mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1) == "ver/pointmaze/umaze-v1"
+    new = mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1)
+    assert new == "ver/pointmaze/umaze-v1"
     assert mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1,
                                    version=0) == "ver/pointmaze/umaze-v0"
     with pytest.raises(UserError, match="version 2"):

@@ -12,10 +12,11 @@ random subset of the dataset's rows, into a part that depends on the state alone
 
 and the rest, A - B, which is what the dataset's action changes. It prints how much of A's
 variance B explains (corr(A, B)^2; as B is a function of the state, this is a lower bound of
-the share that the state alone explains, Var E[A | s] / Var A), how concentrated the weights are (effective sample size), and how much
-of the weight goes to the 10% of rows with the highest A and to the 10% with the highest B.
-With a large beta and A mostly B, the actor is fitted to the rows of a few states rather
-than to the better actions of every state.
+the share that the state alone explains, Var E[A | s] / Var A), how concentrated the weights
+are (effective sample size), and how much of the weight goes to the 10% of rows with the
+highest A and to the 10% with the highest B. A small effective sample size means that the
+actor is fitted to few rows, whichever part of A spreads the weights; the README's section on
+the local umaze has the figures of runs that fail and runs that work.
 """
 
 import json
