@@ -70,32 +70,31 @@ def load_agent(workdir: str, seed_index: int) -> tuple[IQLLearner, dict, dataset
     return multiseed.unstack(agents, seed_index), config, data
 
 
-def in_chunks(fn, *arrays) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(*(a[i:i + CHUNK] for a in arrays))) for i in range(0, len(arrays[0]), CHUNK)])
+@jax.jit
+def _advantage_pair(agent: IQLLearner, obs: jax.Array, act: jax.Array) -> jax.Array:
+    """(2, n): A and B of `split_advantages` for one chunk (the agent is an argument, not a
+    closed-over constant, so one compile serves every chunk of the same size)."""
+    def q(a):
+        return agent.critic.apply_fn({"params": agent.target_critic_params}, obs, a).min(axis=0)
+
+    v = agent.value.apply_fn({"params": agent.value.params}, obs)
+    mu, _ = agent.actor.apply_fn({"params": agent.actor.params}, obs)
+    return jnp.stack([q(act) - v, q(mu) - v])
 
 
 def split_advantages(agent: IQLLearner, observations, actions) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) per row: A = min Q_target(s, a) - V(s), B = min Q_target(s, mu(s)) - V(s)."""
-    def q(obs, act):
-        return agent.critic.apply_fn({"params": agent.target_critic_params}, obs, act).min(axis=0)
-
-    @jax.jit
-    def both(obs, act):
-        v = agent.value.apply_fn({"params": agent.value.params}, obs)
-        mu, _ = agent.actor.apply_fn({"params": agent.actor.params}, obs)
-        return jnp.stack([q(obs, act) - v, q(obs, mu) - v])
-
-    ab = np.concatenate([np.asarray(both(observations[i:i + CHUNK], actions[i:i + CHUNK]))
+    ab = np.concatenate([np.asarray(_advantage_pair(agent, observations[i:i + CHUNK], actions[i:i + CHUNK]))
                          for i in range(0, len(observations), CHUNK)], axis=1)
     return ab[0], ab[1]
 
 
 def weight_figures(a: np.ndarray, b: np.ndarray, beta: float) -> dict:
     """The figures the script prints, from per-row A, B and the AWR inverse temperature."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     w = np.minimum(np.exp(beta * a), MAX_AWR_WEIGHT)
     top_a = a >= np.quantile(a, 0.9)
     top_b = b >= np.quantile(b, 0.9)
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     # A constant B (one state, or float noise around one value) explains nothing.
     corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else 0.0
     return {
