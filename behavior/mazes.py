@@ -341,8 +341,8 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
             code_permalink="behavior/mazes.py",
             description=f"D4RL-style {family} {kind} (builder v{version}, behavior/mazes.py): {steps} steps, "
                         f"{stats['episodes']} episodes, {stats['success_episodes']} passing the evaluation goal; "
-                        f"evaluation: start "
-                        f"{EVAL_CELLS[maze][0]}, goal {EVAL_CELLS[maze][1]}, terminating at the goal (return = success)",
+                        f"evaluation: start {EVAL_CELLS[maze][0]}, goal {EVAL_CELLS[maze][1]}, "
+                        "terminating at the goal (return = success)",
             ref_min_score=0.0,
             ref_max_score=1.0,
         )

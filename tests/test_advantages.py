@@ -65,3 +65,24 @@ def test_reads_a_finished_run(minari_root, tmp_path, capsys):
         run_main(advantages, f"--workdir={workdir}", "--seed_index=1")
     with pytest.raises(UserError, match="does not exist"):
         run_main(advantages, f"--workdir={tmp_path / 'nothing'}")
+
+
+def test_reads_the_rows_the_run_trained_on(tmp_path):
+    """A file recorded in a [-3, 3] env trains on actions mapped onto [-1, 1]; the split reads the same rows."""
+    import toy_env
+
+    path = tmp_path / "wide.npz"
+    toy_env.left_only_dataset(path, episodes=10)
+    with np.load(path) as f:
+        arrays = dict(f)
+    arrays["actions"] = arrays["actions"] * 3.0
+    np.savez(path, **arrays)
+    workdir = tmp_path / "run"
+    run_main(train_offline, f"--config={ROOT}/configs/iql_mujoco.py:smoke", f"--dataset={path}",
+             f"--env_name={toy_env.register_wide()}", f"--workdir={workdir}", "--config.eval_episodes=0",
+             "--config.tensorboard=False", "--config.reward_transform=none")
+    _, _, data = advantages.load_agent(str(workdir), 0)
+    trained, _ = dataset_lib.load_dataset(str(path), "none", file_action_bounds=([-3.0], [3.0]))
+    assert data.size == trained.size == 10 * (toy_env.STEPS - 1)  # the timeout rows dropped, as in training
+    np.testing.assert_array_equal(np.asarray(data.actions), np.asarray(trained.actions))
+    assert np.abs(np.asarray(data.actions)).max() <= 1.0 and np.asarray(data.actions).min() < -0.5

@@ -21,9 +21,11 @@ the local umaze has the figures of runs that fail and runs that work.
 
 import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import flags
 
@@ -55,13 +57,10 @@ def load_agent(workdir: str, seed_index: int) -> tuple[IQLLearner, dict, dataset
     num_seeds = int(run_flags.get("num_seeds", 1))
     if not 0 <= seed_index < num_seeds:
         raise cli.UserError(f"--seed_index={seed_index}: the run has {num_seeds} seed(s)")
-    source = run_flags["dataset"]
-    if not dataset_lib.is_file_source(source):
-        sources.ensure_local(source)
-    try:
-        data, _ = dataset_lib.load_dataset(source, config["reward_transform"])
-    except dataset_lib.DatasetError as e:
-        raise cli.UserError(str(e)) from e
+    # The run's own loading (a file's action mapping, reward transform, local build), so the rows
+    # here are the rows it trained on.
+    run_source = types.SimpleNamespace(dataset=run_flags["dataset"], env_name=run_flags.get("env_name"))
+    data = sources.load_data(run_source, ml_collections.ConfigDict(config))[0]
     template = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
     try:
         agents = outputs.load_pytree(path, multiseed.stack([template] * num_seeds))
