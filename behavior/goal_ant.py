@@ -30,11 +30,12 @@ CTRL_COST_WEIGHT = 0.05
 ENV_ID = "behavior.goal_ant:GoalReachingAnt-v0"
 
 
-def policy_input(observation: np.ndarray, achieved: np.ndarray, target: np.ndarray) -> np.ndarray:
+def policy_input(observation: np.ndarray, achieved: np.ndarray, target: np.ndarray,
+                 max_distance: float = MAX_GOAL_DISTANCE) -> np.ndarray:
     """(n, 27) body observations, (n, 2) ant positions and (n, 2) targets -> (n, 29) policy
     inputs: the body followed by target - position in the torso's heading frame (rotated by
     minus its yaw, so "ahead" means the same legs whatever way the ant faces; a first run with
-    the world-frame vector stood still after 270k steps), shortened to MAX_GOAL_DISTANCE."""
+    the world-frame vector stood still after 270k steps), shortened to `max_distance`."""
     observation = np.asarray(observation, np.float64)
     delta = np.asarray(target, np.float64) - np.asarray(achieved, np.float64)
     w, x, y, z = (observation[:, i] for i in range(1, 5))  # qpos[3:7], the torso quaternion
@@ -46,7 +47,7 @@ def policy_input(observation: np.ndarray, achieved: np.ndarray, target: np.ndarr
 
     delta = heading(delta)
     norm = np.linalg.norm(delta, axis=-1, keepdims=True)
-    delta = delta * np.minimum(1.0, MAX_GOAL_DISTANCE / np.maximum(norm, 1e-8))
+    delta = delta * np.minimum(1.0, max_distance / np.maximum(norm, 1e-8))
     body = observation.copy()
     body[:, 13:15] = heading(observation[:, 13:15])  # qvel[0:2], the torso's planar velocity
     return np.concatenate([body, delta], axis=-1).astype(np.float32)

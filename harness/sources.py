@@ -9,15 +9,16 @@ import numpy as np
 
 import dataset as dataset_lib
 import evaluation
+from behavior.d4rl_datasets import ensure_dataset as ensure_d4rl_antmaze
 from behavior.datasets import ensure_local_dataset
 from behavior.mazes import ensure_maze_dataset
 from harness.cli import UserError
 
 
 def ensure_local(dataset_id: str) -> bool:
-    """Build a missing `local/...` dataset (locomotion from the shipped SAC policies, or a maze
-    set); True when one was built, False for any other id or one already there."""
-    return ensure_local_dataset(dataset_id) or ensure_maze_dataset(dataset_id)
+    """Build a missing `local/...` dataset (locomotion from the shipped SAC policies, a maze set,
+    or a D4RL AntMaze set); True when one was built, False for any other id or one already there."""
+    return ensure_local_dataset(dataset_id) or ensure_maze_dataset(dataset_id) or ensure_d4rl_antmaze(dataset_id)
 
 
 def load_data(flag_values, config) -> tuple:
