@@ -58,6 +58,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Evaluate every this many steps (and at the end), with this many episodes.
     config.eval_interval = 5000
     config.eval_episodes = 10
+    # Time limit of an evaluation episode in env steps (0 = the env's own, e.g. AntMaze's 700).
+    config.eval_max_episode_steps = 0
     # Save the whole training state every this many steps (and at the end, and on
     # SIGTERM/SIGINT), keeping the newest few; rerunning the command resumes from it.
     config.checkpoint_interval = 100_000

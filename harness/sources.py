@@ -63,6 +63,10 @@ def load_data(flag_values, config) -> tuple:
     make_env = info.make_env
     if env_id:
         make_env = lambda **kwargs: evaluation.make_env(env_id, **env_kwargs, **kwargs)  # noqa: E731
+    if config.get("eval_max_episode_steps"):
+        limit, env_maker = int(config.eval_max_episode_steps), make_env
+        make_env = lambda **kwargs: env_maker(max_episode_steps=limit, **kwargs)  # noqa: E731
+        notes.append(f"evaluation episodes last at most {limit} env steps (config.eval_max_episode_steps)")
     if info.actions_rescaled:
         notes.append(f"actions mapped from the env's bounds [{min(info.action_low):g}, {max(info.action_high):g}] "
                      "onto [-1, 1]; the policy acts there and the env is wrapped in RescaleAction")

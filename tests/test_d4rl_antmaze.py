@@ -3,18 +3,23 @@
 rules, the planner, and a tiny dataset with D4RL's relabelling."""
 
 import os
+import types
 
 import gymnasium as gym
 import minari
 import mujoco
 import numpy as np
 import pytest
+from conftest import ROOT, read_csv, run_main
 from test_mazes import untrained_ant_policy
 
 import dataset as dataset_lib
 import evaluation
+import train_offline
 from behavior import d4rl_antmaze as antmaze
 from behavior import d4rl_datasets
+from configs import iql_antmaze
+from harness import sources
 from harness.cli import UserError
 
 
@@ -181,6 +186,15 @@ def test_dataset_relabels_to_the_evaluation_goal(d4rl_root, tmp_path):
     assert env.spec.id == "D4RLAntMaze_UMaze-v0" and env.spec.max_episode_steps == 700
     result = evaluation.evaluate(lambda obs: np.zeros((len(obs), 8)), info.make_env, 2, seed=0)
     assert result["success"] == 0.0 and result["length"] == 700
+    # IQL trains on it and evaluates in D4RL's task, here with a time limit of 50 steps.
+    run_main(train_offline, f"--config={ROOT}/configs/iql_antmaze.py:smoke", f"--dataset={ds_id}",
+             f"--workdir={tmp_path / 'run'}", "--config.eval_episodes=2", "--config.eval_max_episode_steps=50")
+    rows = read_csv(tmp_path / "run" / "eval.csv")
+    assert [r["step"] for r in rows] == ["100", "200"] and all(r["success_rate"] == "0.0" for r in rows)
+    config = iql_antmaze.get_config("smoke")
+    config.eval_max_episode_steps = 1400  # the same 70 s at Gymnasium's 0.05 s per step
+    *_, make_env, notes, _ = sources.load_data(types.SimpleNamespace(dataset=ds_id, env_name=None), config)
+    assert make_env().spec.max_episode_steps == 1400 and any("1400" in n for n in notes)
 
 
 def test_kinds_and_errors(tmp_path):
