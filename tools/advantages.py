@@ -15,7 +15,7 @@ variance B explains (corr(A, B)^2; as B is a function of the state, this is a lo
 the share that the state alone explains, Var E[A | s] / Var A), how concentrated the weights
 are (effective sample size), and how much of the weight goes to the 10% of rows with the
 highest A and to the 10% with the highest B. A small effective sample size means that the
-actor is fitted to few rows, whichever part of A spreads the weights; the README's section on
+actor is fitted to few rows, whichever part of A spreads the weights; docs/mazes.md's section on
 the local umaze has the figures of runs that fail and runs that work.
 """
 
