@@ -37,6 +37,7 @@ from learner import (
     check_hyperparameters,
     critic_step,
     expectile_loss,
+    pick_fields,
     resolve_config,
     scan_updates,
     value_step,
@@ -213,11 +214,17 @@ class IDQLLearner(struct.PyTreeNode):
     train_actor: bool = struct.field(pytree_node=False, default=True)
     action_dim: int = struct.field(pytree_node=False, default=1)
 
+    @staticmethod
+    def fields(config: Mapping) -> dict:
+        """The fields of `config` (e.g. a run's whole config) that `create` reads."""
+        return pick_fields(config, DEFAULTS)
+
     @classmethod
     def create(cls, key: jax.Array, observations: jax.Array, actions: jax.Array,
                config: Optional[Mapping] = None, **overrides) -> "IDQLLearner":
-        """Initialise networks and optimizers from `DEFAULTS`, changed by the same fields of
-        `config` (other fields ignored) and then by keyword `overrides`."""
+        """Initialise networks and optimizers from `DEFAULTS`, changed by `config` and then by
+        keyword `overrides`; a field not in `DEFAULTS` is an error (`fields` picks them out of
+        a run's whole config)."""
         config = resolve_config(DEFAULTS, config, overrides)
         check_hyperparameters(config, HYPERPARAMETER_RANGES)
         for name, allowed in (("value_objective", VALUE_OBJECTIVES), ("selection", SELECTIONS),

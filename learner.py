@@ -25,6 +25,7 @@ Usage::
 `observations, actions, rewards, masks, next_observations` (e.g. `dataset.Dataset`).
 """
 
+import difflib
 import functools
 from typing import Any, Callable, Mapping, Optional
 
@@ -184,13 +185,21 @@ HYPERPARAMETER_RANGES = {
 
 
 def resolve_config(defaults: Mapping, config: Optional[Mapping], overrides: Mapping) -> dict:
-    """`defaults` updated by the same keys of `config` (which may hold other fields, e.g. a
-    whole training config) and then by `overrides` (which may not: a typo is an error)."""
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise TypeError(f"unknown hyperparameter(s) {unknown}; known: {sorted(defaults)}")
-    config = config or {}
-    return {**defaults, **{k: config[k] for k in defaults if k in config}, **overrides}
+    """`defaults` updated by `config` and then by `overrides`. A field that is not in `defaults`
+    is an error naming it and the nearest known field (a typo must not train the default);
+    `pick_fields` takes an agent's fields out of a larger mapping such as a run's config."""
+    given = {**(config or {}), **overrides}
+    for name in given:
+        if name not in defaults:
+            near = difflib.get_close_matches(name, list(defaults), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise TypeError(f"unknown hyperparameter {name!r}{hint} (known: {', '.join(sorted(defaults))})")
+    return {**defaults, **given}
+
+
+def pick_fields(config: Mapping, defaults: Mapping) -> dict:
+    """The fields of `config` that an agent with `defaults` reads (for a run's whole config)."""
+    return {k: config[k] for k in defaults if k in config}
 
 
 def check_hyperparameters(config: Mapping, ranges: Mapping = HYPERPARAMETER_RANGES) -> None:
@@ -237,6 +246,11 @@ class IQLLearner(struct.PyTreeNode):
     discount: jax.Array
     target_tau: jax.Array
 
+    @staticmethod
+    def fields(config: Mapping) -> dict:
+        """The fields of `config` (e.g. a run's whole config) that `create` reads."""
+        return pick_fields(config, DEFAULTS)
+
     @classmethod
     def create(
         cls, key: jax.Array, observations: jax.Array, actions: jax.Array,
@@ -248,8 +262,9 @@ class IQLLearner(struct.PyTreeNode):
           key: a JAX PRNG key; the whole agent (init and training randomness) derives from it.
           observations, actions: an example observation (obs_dim,) and action (action_dim,),
             with or without a leading batch axis; only their shapes are used.
-          config: optional mapping (dict, ml_collections.ConfigDict) of the `DEFAULTS` fields
-            to change; other fields in it are ignored.
+          config: optional mapping (dict, ml_collections.ConfigDict) of `DEFAULTS` fields to
+            change; any other field is an error (`IQLLearner.fields` picks them out of a run's
+            whole config).
           **overrides: the same fields as keywords, e.g. `create(key, obs, act, beta=10.0)`.
         """
         config = resolve_config(DEFAULTS, config, overrides)

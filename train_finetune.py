@@ -40,7 +40,15 @@ OFFLINE_ROW = {"phase": "offline", "env_steps": 0}
 RECENT = 10  # online returns averaged in train.csv's online_return
 
 
+# The fields fine-tuning reads besides the offline loop's (configs/iql_mujoco_finetune.py).
+FINETUNE_FIELDS = ("pretrain_steps", "online_steps", "buffer_size", "utd", "mix_offline", "pretrain_eval_interval",
+                   "online_batch_size", "start_training", "online_temperature")
+
+
 def check_config(config) -> None:
+    if "max_steps" in config:
+        raise cli.UserError("config.max_steps is not read by fine-tuning: the actor's schedule spans "
+                            "pretrain_steps + online_steps; set those instead")
     if config.pretrain_steps:
         experiment.check_intervals(config, "pretrain_steps")
     for name in ("online_steps", "buffer_size", "utd", "eval_interval", "log_interval"):
@@ -194,13 +202,13 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
         stats = multiseed.OnlineStats.create(np.zeros(n, np.int32), np.full((n, RECENT), np.nan))
     stats = multiseed.shard_seeds(stats, exp.mesh)
 
-    online_keys = [jax.random.fold_in(jax.random.key(s), 1) for s in exp.seeds]
-    act_keys = multiseed.shard_seeds(jnp.stack([jax.random.fold_in(k, 0) for k in online_keys]), exp.mesh)
+    streams = [multiseed.seed_streams(s) for s in exp.seeds]
+    act_keys = multiseed.shard_seeds(jnp.stack([st["acting"] for st in streams]), exp.mesh)
     seed_ids = multiseed.shard_seeds(jnp.arange(n, dtype=jnp.int32), exp.mesh)
     # Episodes start from seeds derived from the env-step count (a resumed run restarts the
     # episodes that a stop interrupted; the env's own state cannot be saved in general).
-    env_seeds = [int(jax.random.randint(jax.random.fold_in(jax.random.fold_in(k, 1), env_step), (), 0, 2**30))
-                 for k in online_keys]
+    env_seeds = [int(jax.random.randint(jax.random.fold_in(st["env_resets"], env_step), (), 0, 2**30))
+                 for st in streams]
     envs = HostEnvs(exp.make_env, env_seeds)
     obs = multiseed.shard_seeds(jnp.asarray(envs.first_obs), exp.mesh)
     temperature, batch_size = config.online_temperature, config.online_batch_size or config.batch_size
@@ -246,10 +254,11 @@ def main(argv):
     experiment.start_jax(FLAGS)
     config = FLAGS.config
     check_config(config)
-    with experiment.Experiment.setup(FLAGS, config, workdir_prefix="finetune_") as exp:
+    loop_fields = tuple(f for f in experiment.OFFLINE_FIELDS if f != "max_steps") + FINETUNE_FIELDS
+    with experiment.Experiment.setup(FLAGS, config, workdir_prefix="finetune_", loop_fields=loop_fields) as exp:
         if exp.make_env is None:
             raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
-        agents = exp.create_agents()
+        agents = exp.create_agents(max_steps=config.pretrain_steps + config.online_steps)
         dims = (len(exp.seeds), exp.data.observations.shape[1], exp.data.actions.shape[1])
         state = exp.restore(lambda raw: checkpoint_template(agents, bool(int(raw["online"])), *dims))
         agents, offline_steps = offline_phase(exp, agents, state)

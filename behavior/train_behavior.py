@@ -33,11 +33,18 @@ cli.define_config("config", os.path.join(os.path.dirname(os.path.dirname(os.path
                                          "sac_mujoco.py"), "SAC config file.", FLAGS)
 
 
+# What reads the config (configs/sac_mujoco.py): SACLearner.create, and this script's loop.
+SAC_FIELDS = ("hidden_dims", "actor_lr", "critic_lr", "temperature_lr", "init_temperature", "discount", "target_tau")
+LOOP_FIELDS = ("batch_size", "max_steps", "start_steps", "steps_per_call", "snapshot_interval", "eval_episodes",
+               "checkpoint_interval")
+
+
 def train(env_id: str, config, workdir: str, seed: int) -> list[dict]:
     """Train SAC on `env_id`, resuming from the newest checkpoint in `workdir` when there is one.
 
     Returns the snapshot list [{step, return, return_std}].
     """
+    cli.check_fields(config, SAC_FIELDS + LOOP_FIELDS)
     for name in ("start_steps", "snapshot_interval", "checkpoint_interval", "max_steps"):
         if config[name] % config.steps_per_call:
             raise cli.UserError(f"config.{name}={config[name]} must be a multiple of config.steps_per_call={config.steps_per_call}")

@@ -3,8 +3,8 @@
     python train_offline.py --config=configs/idql_mujoco.py --dataset=local/hopper/medium-replay-v0
     python train_offline.py --config=configs/idql_mujoco.py:smoke ...   # tiny, for tests
 
-The critic fields are IQL's (iql_mujoco.py); the AWR actor's `beta` and `dropout_rate` are
-replaced by the diffusion actor's fields below. The budget is the authors' offline launcher's
+The critic, data and loop fields are IQL's (iql_mujoco.base_config); the diffusion actor's
+fields below take the place of the AWR actor's. The budget is the authors' offline launcher's
 (philippe-eecs/IDQL, launcher/examples/train_ddpm_iql_offline.py:17-47): 3M joint steps at
 batch 512, the actor's rate cosine-decayed over the 3M, evaluation every 250k steps with 50
 episodes.
@@ -16,13 +16,8 @@ from configs import iql_mujoco
 
 
 def add_idql_fields(config: ml_collections.ConfigDict) -> None:
+    """IDQL's value objective, diffusion actor and acting fields, on a base config."""
     config.algo = "idql"
-    del config["beta"], config["dropout_rate"]
-    # The authors' budget: 3M steps of actor, value and critic together, all on batches of 512.
-    config.max_steps = 3_000_000
-    config.batch_size = 512
-    config.eval_interval = 250_000
-    config.eval_episodes = 50
     # V's statistic of Q: 'expectile' (IQL's; tau = config.expectile), 'quantile' (the
     # tau-quantile) or 'exponential' (a soft maximum, sharper with larger exp_scale).
     config.value_objective = "expectile"
@@ -50,20 +45,17 @@ def add_idql_fields(config: ml_collections.ConfigDict) -> None:
     config.eval_temperature = 1.0
 
 
+def add_idql_budget(config: ml_collections.ConfigDict) -> None:
+    """The authors' offline budget: 3M steps of actor, value and critic together, all on
+    batches of 512, evaluated every 250k steps with 50 episodes."""
+    config.max_steps = 3_000_000
+    config.batch_size = 512
+    config.eval_interval = 250_000
+    config.eval_episodes = 50
+
+
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = iql_mujoco.get_config()
+    config = iql_mujoco.base_config()
     add_idql_fields(config)
-    if variant == "smoke":
-        apply_idql_smoke(config)
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; the only one is 'smoke'")
-    return config
-
-
-def apply_idql_smoke(config: ml_collections.ConfigDict) -> None:
-    """A tiny, fast IDQL run for tests."""
-    iql_mujoco.apply_smoke(config)
-    config.diffusion_hidden_dim = 32
-    config.diffusion_blocks = 1
-    config.time_dim = 8
-    config.num_samples = 8
+    add_idql_budget(config)
+    return iql_mujoco.finish(config, variant)

@@ -12,33 +12,26 @@ first 5000 env steps, then one critic update per env step on 128 online + 128 of
 
 import ml_collections
 
-from configs import idql_mujoco, iql_mujoco_finetune
+from configs import idql_mujoco, iql_mujoco, iql_mujoco_finetune
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = idql_mujoco.get_config(variant)
+    config = iql_mujoco.base_config()
+    idql_mujoco.add_idql_fields(config)
     iql_mujoco_finetune.add_finetune_fields(config)
+    # Both phases on batches of 512 (the offline launcher's), online halves of 128 + 128.
+    config.batch_size = 512
     config.mix_offline = True
+    config.online_batch_size = 256
+    # 3M offline steps; the actor's rate cosine-decayed over 2M (0 for the last 1M offline).
     config.pretrain_steps = 3_000_000
-    config.max_steps = config.get_ref("pretrain_steps") + config.get_ref("online_steps")
     config.cosine_decay = True
     config.decay_steps = 2_000_000
+    # Acting online with the argmax of 128 candidates, after 5000 env steps without updates.
     config.num_samples = 128
     config.start_training = 5_000
-    config.online_batch_size = 256
-    config.pretrain_eval_interval = 1_000_000  # the authors evaluate every 1M offline steps, every 25k online
+    # The authors evaluate every 1M offline steps and every 25k online, with 25 episodes.
+    config.pretrain_eval_interval = 1_000_000
     config.eval_interval = 25_000
     config.eval_episodes = 25
-    if variant == "smoke":
-        config.pretrain_steps = 100
-        config.online_steps = 100
-        config.buffer_size = 5000
-        config.decay_steps = 0
-        config.num_samples = 8
-        config.start_training = 0
-        config.online_batch_size = config.get_ref("batch_size")
-        config.pretrain_eval_interval = config.get_ref("eval_interval")
-        config.eval_interval = 100
-        config.eval_episodes = 2
-        config.max_steps = config.get_ref("pretrain_steps") + config.get_ref("online_steps")
-    return config
+    return iql_mujoco.finish(config, variant)

@@ -14,14 +14,10 @@ from configs import iql_antmaze, iql_mujoco, iql_mujoco_finetune
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = iql_antmaze.get_config()
+    config = iql_mujoco.base_config()
+    iql_mujoco.add_awr_actor(config)
+    iql_antmaze.add_antmaze_fields(config)
+    # Greedier policy extraction.
+    config.beta = 10.0
     iql_mujoco_finetune.add_finetune_fields(config)
-    if variant == "smoke":
-        iql_mujoco.apply_smoke(config)
-        config.pretrain_steps = 100
-        config.online_steps = 100
-        config.buffer_size = 5000
-        config.max_steps = config.get_ref("pretrain_steps") + config.get_ref("online_steps")
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; the only one is 'smoke'")
-    return config
+    return iql_mujoco.finish(config, variant)

@@ -15,46 +15,34 @@ from configs import iql_mujoco
 
 
 def add_finetune_fields(config: ml_collections.ConfigDict) -> None:
-    # Gradient steps on the offline data before any interaction.
+    """The online phase's fields. There is no `max_steps`: the run's gradient steps are
+    pretrain_steps + online_steps x utd, and the actor's schedule spans pretrain_steps +
+    online_steps (train_finetune.py)."""
+    # Offline gradient steps, then environment steps per seed.
     config.pretrain_steps = 1_000_000
-    # Environment steps of the online phase (per seed).
     config.online_steps = 1_000_000
-    # The actor's cosine schedule (if on) spans both phases.
-    config.max_steps = config.get_ref("pretrain_steps") + config.get_ref("online_steps")
-    # Online the actor keeps a constant learning rate, as the original fine-tuning.
+    # Constant actor learning rate in both phases (the original's fine-tuning setting).
     config.cosine_decay = False
-    # Replay buffer rows (per seed); it starts with the whole offline dataset.
+    # Replay buffer rows (seeded with the whole dataset).
     config.buffer_size = 2_000_000
     # Gradient steps per environment step.
     config.utd = 1
-    # Sample half of each batch from the offline data and half from online transitions
-    # (the IDQL / RLPD recipe) instead of one buffer seeded with the offline data.
+    # Batches half from the dataset, half from online data (the IDQL / RLPD recipe) instead of
+    # the buffer seeded with the dataset.
     config.mix_offline = False
-    # Evaluate every this many offline steps (None: eval_interval, which then counts env steps online).
+    # Evaluation interval during the offline phase (None: eval_interval).
     config.pretrain_eval_interval = config_dict.placeholder(int)
-    # Rows per online gradient step (None: batch_size).
+    # Batch size online (None: batch_size).
     config.online_batch_size = config_dict.placeholder(int)
-    # Env steps before gradient updates resume online (0 = no warm-up, as the original).
+    # Env steps before the first online update.
     config.start_training = 0
-    # In the online phase checkpoint_interval counts environment steps.
     config.checkpoint_interval = 100_000
-    # Std multiplier of the acting policy online (1 = sample the full Gaussian).
+    # Noise scale of the online policy (1: the full policy std).
     config.online_temperature = 1.0
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = iql_mujoco.get_config()
+    config = iql_mujoco.base_config()
+    iql_mujoco.add_awr_actor(config)
     add_finetune_fields(config)
-    if variant == "smoke":
-        iql_mujoco.apply_smoke(config)
-        config.pretrain_steps = 100
-        config.online_steps = 100
-        config.buffer_size = 5000
-        config.checkpoint_interval = 50
-        config.max_steps = config.get_ref("pretrain_steps") + config.get_ref("online_steps")
-        config.steps_per_call = 50
-        config.log_interval = 50
-        config.eval_interval = 100
-    elif variant:
-        raise ValueError(f"unknown config variant {variant!r}; the only one is 'smoke'")
-    return config
+    return iql_mujoco.finish(config, variant)

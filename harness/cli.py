@@ -7,6 +7,7 @@ several scripts can be imported into one process (tests, notebooks) without thei
 user's input (`UserError`, bad flags, unknown `--config.<field>`) as one line, not a traceback.
 """
 
+import difflib
 import os
 import sys
 from typing import Callable
@@ -17,6 +18,18 @@ from ml_collections import config_flags
 
 class UserError(Exception):
     """A problem with the user's input (flags, config, dataset, env), shown as one line."""
+
+
+def check_fields(config, known) -> None:
+    """A UserError for the first field of `config` not in `known` (the fields some part of the
+    run reads), naming it and the nearest known one: a typo in a config file must not train the
+    default."""
+    for name in config:
+        if name not in known:
+            near = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean config.{near[0]}?" if near else ""
+            raise UserError(f"config.{name} is not read by this run (its agent, data or loop){hint} Known fields: "
+                            f"{', '.join(sorted(known))}")
 
 
 def define_config(name: str, default: str, help_string: str, flag_values: flags.FlagValues):

@@ -55,6 +55,15 @@ def fail(message: str) -> None:
     raise cli.UserError(message)
 
 
+# Who reads the fields of a run's config besides its agent (`agent_class.fields`): the data
+# loading (sources.load_data, setup) and the training loops (OFFLINE_FIELDS here; fine-tuning
+# adds its own). A field nobody reads is an error, so a typo never trains the default.
+DATA_FIELDS = ("reward_transform", "ref_min_score", "ref_max_score")
+OFFLINE_FIELDS = ("algo", "batch_size", "max_steps", "steps_per_call", "log_interval", "eval_interval",
+                  "eval_episodes", "eval_max_episode_steps", "eval_temperature", "checkpoint_interval",
+                  "keep_checkpoints", "tensorboard")
+
+
 def check_intervals(config, total_steps_field: str = "max_steps") -> None:
     for name in ("batch_size", total_steps_field, "steps_per_call", "log_interval", "eval_interval"):
         if config[name] <= 0:
@@ -170,9 +179,12 @@ class Experiment:
     previous_handlers: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def setup(cls, flag_values, config, extra_json: Optional[dict] = None, workdir_prefix: str = "") -> "Experiment":
+    def setup(cls, flag_values, config, extra_json: Optional[dict] = None, workdir_prefix: str = "",
+              loop_fields: tuple = OFFLINE_FIELDS) -> "Experiment":
         if config.algo not in ALGORITHMS:
             fail(f"config.algo={config.algo!r} is not one of {sorted(ALGORITHMS)}")
+        agent_fields = ALGORITHMS[config.algo].agent_class.fields(dict.fromkeys(config))
+        cli.check_fields(config, {*agent_fields, *DATA_FIELDS, *loop_fields})
         seeds = [flag_values.seed + i for i in range(flag_values.num_seeds)]
         try:
             mesh = multiseed.make_mesh(len(seeds), flag_values.num_devices)
@@ -232,8 +244,7 @@ class Experiment:
                 "command": " ".join(sys.argv),
                 **(extra_json or {}),
             })
-        # Seed s: key(s) -> (agent key, eval key), the same whether it trains alone or with others.
-        eval_keys = [jax.random.split(jax.random.key(s))[1] for s in seeds]
+        eval_keys = [multiseed.seed_streams(s)["evaluation"] for s in seeds]
         exp = cls(config=config, seeds=seeds, workdir=workdir, mesh=mesh, data=multiseed.replicate(data, mesh),
                   info=info, ref_min=ref_min, ref_max=ref_max, make_env=make_env,
                   algorithm=ALGORITHMS[config.algo], writer=None, is_main=is_main, eval_keys=eval_keys,
@@ -319,11 +330,13 @@ class Experiment:
 
     # ---- agents and training ----
 
-    def create_agents(self):
-        """One agent per seed, stacked on the seed axis and sharded over the mesh."""
+    def create_agents(self, max_steps: Optional[int] = None):
+        """One agent per seed, stacked on the seed axis and sharded over the mesh; `max_steps`
+        (fine-tuning's) replaces the config's as the span of the actor's schedule."""
         obs, act = self.data.observations[0], self.data.actions[0]
         agent_class = self.algorithm.agent_class
-        create = lambda key: agent_class.create(jax.random.split(key)[0], obs, act, self.config)  # noqa: E731
+        fields = agent_class.fields(self.config) | ({} if max_steps is None else {"max_steps": max_steps})
+        create = lambda key: agent_class.create(key, obs, act, fields)  # noqa: E731
         try:
             return multiseed.create_agents(create, self.seeds, self.mesh)
         except ValueError as e:

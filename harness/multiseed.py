@@ -8,7 +8,7 @@ replicated; the seeds never exchange data, so XLA runs each device's share indep
 Across hosts, the same code runs under `jax.distributed` on the global mesh.
 
 Seed i of a run with `--seed=s --num_seeds=N` is the run `--seed=s+i` of a single-seed run:
-its agent is created from `jax.random.key(s + i)` exactly as that run's is.
+its agent is created from `seed_streams(s + i)["agent"]` exactly as that run's is.
 """
 
 import functools
@@ -62,9 +62,22 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return _place(tree, replicated(mesh))
 
 
+# Every random stream of a seed, derived from it here and nowhere else, each under its own name.
+# One scheme only: in JAX split(k, n)[i] equals fold_in(k, i), so a key must not be both split
+# and folded with small integers (that made the online acting stream equal the evaluation one).
+STREAMS = ("agent", "evaluation", "acting", "env_resets")
+
+
+def seed_streams(seed: int) -> dict[str, jax.Array]:
+    """{name: key} for seed `seed`: "agent" (the agent's init and its training draws),
+    "evaluation" (evaluation episodes and their actions), "acting" (online actions) and
+    "env_resets" (online episode seeds); the same whether the seed trains alone or with others."""
+    return dict(zip(STREAMS, jax.random.split(jax.random.key(seed), len(STREAMS))))
+
+
 def create_agents(create: Callable[[jax.Array], Any], seeds: list[int], mesh: Mesh) -> Any:
-    """`create(key)` for each seed's key, stacked on a leading axis sharded over the mesh."""
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    """`create(key)` for each seed's agent key, stacked on a leading axis sharded over the mesh."""
+    keys = jnp.stack([seed_streams(s)["agent"] for s in seeds])
     # Not under jit: jit(vmap(create)) of the nn.vmap critic ensemble hangs XLA's CPU runtime
     # (jax 0.10.2) for 4+ seeds at width 256. Creation runs once; the eager vmap is enough.
     agents = jax.vmap(create)(keys)

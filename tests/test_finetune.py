@@ -79,6 +79,17 @@ def test_init_from_an_offline_agent(toy, tmp_path):
                                       "--config.cosine_decay=True", "--config.pretrain_steps=0"))
 
 
+def test_max_steps_in_a_fine_tuning_config_is_an_error(toy, tmp_path):
+    """Fine-tuning's schedule spans pretrain_steps + online_steps; a max_steps would be ignored."""
+    path = tmp_path / "with_max_steps.py"
+    path.write_text("from configs import iql_mujoco_finetune\n\n\ndef get_config(variant=''):\n"
+                    "    config = iql_mujoco_finetune.get_config('smoke')\n    config.max_steps = 500\n"
+                    "    return config\n")
+    args = [a for a in toy_args(toy, tmp_path / "w") if not a.startswith("--config=")]
+    with pytest.raises(cli.UserError, match="config.max_steps is not read by fine-tuning"):
+        run_main(train_finetune, f"--config={path}", *args)
+
+
 def test_host_envs_reset_ended_episodes_and_keep_their_last_obs(toy):
     _, env_id = toy
     envs, twin = (train_finetune.HostEnvs(lambda: gym.make(env_id), [0, 1]) for _ in range(2))

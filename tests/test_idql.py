@@ -102,7 +102,7 @@ def bimodal_data(n=2000, seed=0, uniform_fraction=0.0):
 
 def test_sampler_shape_and_range():
     data = bimodal_data(200)
-    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], idql_config(num_samples=16))
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IDQLLearner.fields(idql_config(num_samples=16)))
     candidates = agent.sample_candidates(data.observations[:3], jax.random.key(1))
     assert candidates.shape == (3, 16, 1)
     assert float(jnp.abs(candidates).max()) <= 1.0
@@ -120,7 +120,7 @@ def shape(samples):
 def test_diffusion_reproduces_two_modes_a_gaussian_cannot():
     data = bimodal_data()
     agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0],
-                               idql_config(num_samples=1000, actor_lr=1e-3, ema_rate=0.01))
+                               IDQLLearner.fields(idql_config(num_samples=1000, actor_lr=1e-3, ema_rate=0.01)))
     agent, _ = agent.update_n(data, 3000, 128)
     samples = np.asarray(agent.sample_candidates(data.observations[:1], jax.random.key(3)))[0, :, 0]
     left, right, center_ratio = shape(samples)
@@ -131,7 +131,7 @@ def test_diffusion_reproduces_two_modes_a_gaussian_cannot():
     # unimodal: densest at the mean, between the modes.
     config = iql_mujoco.get_config("smoke")
     config.hidden_dims, config.beta, config.actor_lr, config.cosine_decay = (64, 64), 0.0, 1e-3, False
-    gaussian = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
+    gaussian = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IQLLearner.fields(config))
     gaussian, _ = gaussian.update_n(data, 3000, 128)
     obs = jnp.repeat(data.observations[:1], 1000, axis=0)
     _, _, gaussian_ratio = shape(np.asarray(gaussian.sample_actions(obs, jax.random.key(3), 1.0))[:, 0])
@@ -140,7 +140,7 @@ def test_diffusion_reproduces_two_modes_a_gaussian_cannot():
 
 def test_acting_picks_the_highest_q_candidate():
     data = bimodal_data(200)
-    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], idql_config(num_samples=32))
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IDQLLearner.fields(idql_config(num_samples=32)))
     # A rigged critic whose every head says Q(s, a) = a.
     rigged = TrainState.create(apply_fn=lambda v, o, a: jnp.stack([a[..., 0], a[..., 0] + 1.0]),
                                params={}, tx=agent.critic.tx)
@@ -155,7 +155,7 @@ def test_acting_picks_the_highest_q_candidate():
 def test_resampling_follows_the_critic_implied_weights():
     data = bimodal_data(200)
     agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0],
-                               idql_config(num_samples=2, selection="resample", expectile=0.9))
+                               IDQLLearner.fields(idql_config(num_samples=2, selection="resample", expectile=0.9)))
     # V = 0 and Q = +1 / -1 for the two candidates: expectile weights 0.9 / 0.1.
     rigged = TrainState.create(apply_fn=lambda v, o, a: jnp.stack([a[..., 0]] * 2), params={}, tx=agent.critic.tx)
     zero_v = TrainState.create(apply_fn=lambda v, o: jnp.zeros(o.shape[:-1]), params={}, tx=agent.value.tx)
@@ -174,11 +174,11 @@ def test_idql_at_least_matches_iql_when_good_actions_are_multimodal():
     config = iql_mujoco.get_config("smoke")
     config.hidden_dims, config.actor_lr, config.critic_lr, config.value_lr = (64, 64), 1e-3, 1e-3, 1e-3
     config.cosine_decay = False
-    iql, _ = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config).update_n(data, 3000, 128)
+    iql, _ = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IQLLearner.fields(config)).update_n(data, 3000, 128)
     iql_score = reward(iql.sample_actions(obs, jax.random.key(1), 0.0))
 
     agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0],
-                               idql_config(num_samples=32, actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3, ema_rate=0.01))
+                               IDQLLearner.fields(idql_config(num_samples=32, actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3, ema_rate=0.01)))
     agent, _ = agent.update_n(data, 3000, 128)
     idql_score = reward(agent.sample_actions(obs, jax.random.key(1), 1.0))
     # The Gaussian's mean lands between the modes, where nothing pays; IDQL picks a mode.
@@ -191,7 +191,7 @@ def test_idql_at_least_matches_iql_when_good_actions_are_multimodal():
 def test_bad_idql_hyperparameters_are_named(field, value):
     data = bimodal_data(50)
     with pytest.raises(ValueError, match=f"config.{field}"):
-        IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], idql_config(**{field: value}))
+        IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IDQLLearner.fields(idql_config(**{field: value})))
 
 
 def test_evaluation_draws_new_candidates_at_every_env_step_and_evaluation():
@@ -200,12 +200,12 @@ def test_evaluation_draws_new_candidates_at_every_env_step_and_evaluation():
     data = bimodal_data(200)
     config = idql_config(num_samples=4, eval_temperature=1.0)
     mesh = multiseed.make_mesh(2, 1)
-    create = lambda key: IDQLLearner.create(key, data.observations[0], data.actions[0], config)  # noqa: E731
+    create = lambda key: IDQLLearner.create(key, data.observations[0], data.actions[0], IDQLLearner.fields(config))  # noqa: E731
     agents = multiseed.create_agents(create, [0, 1], mesh)
     exp = experiment.Experiment(config=config, seeds=[0, 1], workdir="", mesh=mesh, data=None, info=None,
                                 ref_min=None, ref_max=None, make_env=None, algorithm=experiment.ALGORITHMS["idql"],
                                 writer=None, is_main=True,
-                                eval_keys=[jax.random.split(jax.random.key(s))[1] for s in (0, 1)])
+                                eval_keys=[multiseed.seed_streams(s)["evaluation"] for s in (0, 1)])
     obs = np.ones((2 * 3, 2), np.float32)  # 2 seeds x 3 episodes, all in the same state
     policy = exp._policy(agents, 3, step=1000)
     first, second = policy(obs), policy(obs)

@@ -30,7 +30,7 @@ def setup(tiny_config):
         terminals=(rng.random(n) < 0.1),
         next_observations=rng.standard_normal((n, 3)),
     )
-    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], tiny_config)
+    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IQLLearner.fields(tiny_config))
     batch = data.sample(jax.random.key(1), 16)
     return agent, data, batch
 
@@ -124,9 +124,9 @@ def test_update_n_does_not_retrace(setup, monkeypatch):
 
 def test_seeds_give_different_agents(tiny_config):
     obs, act = jnp.zeros(3), jnp.zeros(2)
-    a = IQLLearner.create(jax.random.key(0), obs, act, tiny_config)
-    b = IQLLearner.create(jax.random.key(1), obs, act, tiny_config)
-    c = IQLLearner.create(jax.random.key(0), obs, act, tiny_config)
+    a = IQLLearner.create(jax.random.key(0), obs, act, IQLLearner.fields(tiny_config))
+    b = IQLLearner.create(jax.random.key(1), obs, act, IQLLearner.fields(tiny_config))
+    c = IQLLearner.create(jax.random.key(0), obs, act, IQLLearner.fields(tiny_config))
     assert not leaves_close(a.actor.params, b.actor.params)
     assert leaves_close(a.actor.params, c.actor.params, rtol=0, atol=0)
 
@@ -147,7 +147,17 @@ def test_sample_actions_temperature(setup):
 def test_bad_hyperparameters_are_named(tiny_config, field, value):
     tiny_config[field] = value
     with pytest.raises(ValueError, match=f"config.{field}"):
-        IQLLearner.create(jax.random.key(0), jnp.zeros(3), jnp.zeros(2), tiny_config)
+        IQLLearner.create(jax.random.key(0), jnp.zeros(3), jnp.zeros(2), IQLLearner.fields(tiny_config))
+
+
+def test_unknown_hyperparameter_is_an_error_naming_the_nearest():
+    with pytest.raises(TypeError, match="unknown hyperparameter 'expetile'; did you mean 'expectile'"):
+        IQLLearner.create(jax.random.key(0), jnp.zeros(3), jnp.zeros(2), {"expetile": 0.9})
+    with pytest.raises(TypeError, match="'betta'; did you mean 'beta'"):
+        IQLLearner.create(jax.random.key(0), jnp.zeros(3), jnp.zeros(2), betta=1.0)
+    # `fields` takes the agent's fields out of a run's whole config.
+    config = {"expectile": 0.8, "eval_interval": 5000, "beta": 1.0}
+    assert IQLLearner.fields(config) == {"expectile": 0.8, "beta": 1.0}
 
 
 def train_bandit(config, expectile, beta, steps=3000):
@@ -155,7 +165,7 @@ def train_bandit(config, expectile, beta, steps=3000):
     config.expectile, config.beta = expectile, beta
     config.actor_lr = config.critic_lr = config.value_lr = 1e-3
     config.cosine_decay = False
-    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
+    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IQLLearner.fields(config))
     agent, _ = agent.update_n(data, steps, 64)
     obs = data.observations[:1]
     mean = float(agent.sample_actions(obs, jax.random.key(0), 0.0)[0, 0])

@@ -31,14 +31,32 @@ def close(a, b, atol=1e-5):
     return all(np.allclose(x, y, atol=atol) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def test_seed_streams_are_pairwise_different_and_reproducible():
+    keys = {(seed, name): np.asarray(jax.random.key_data(key)) for seed in (0, 1)
+            for name, key in multiseed.seed_streams(seed).items()}
+    assert sorted({name for _, name in keys}) == sorted(multiseed.STREAMS)
+    values = [tuple(v.ravel()) for v in keys.values()]
+    assert len(set(values)) == len(values)  # every stream of every seed differs
+    # The streams' per-step keys (each folded with the same step) differ too.
+    folded = {tuple(np.asarray(jax.random.key_data(jax.random.fold_in(k, 7))).ravel())
+              for k in multiseed.seed_streams(0).values()}
+    assert len(folded) == len(multiseed.STREAMS)
+    # The collision the one-scheme rule avoids: split(k)[1] is fold_in(k, 1) in JAX.
+    k = jax.random.key(0)
+    assert np.array_equal(jax.random.key_data(jax.random.split(k)[1]), jax.random.key_data(jax.random.fold_in(k, 1)))
+    again = multiseed.seed_streams(1)
+    for name, key in again.items():
+        np.testing.assert_array_equal(jax.random.key_data(key), keys[1, name])
+
+
 def test_vmapped_seeds_equal_seeds_trained_alone_and_differ(data, tiny_config):
     seeds = [4, 5, 6]
-    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], tiny_config)  # noqa: E731
+    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(tiny_config))  # noqa: E731
     mesh = multiseed.make_mesh(len(seeds))
     agents, metrics = multiseed.update_n(multiseed.create_agents(create, seeds, mesh), data, 20, 16)
     assert metrics["critic_loss"].shape == (3,)
     for i, seed in enumerate(seeds):
-        alone, alone_metrics = create(jax.random.key(seed)).update_n(data, 20, 16)
+        alone, alone_metrics = create(multiseed.seed_streams(seed)["agent"]).update_n(data, 20, 16)
         assert close(multiseed.unstack(agents, i).actor.params, alone.actor.params)
         assert close(multiseed.unstack(agents, i).critic.params, alone.critic.params)
         np.testing.assert_allclose(metrics["critic_loss"][i], alone_metrics["critic_loss"], rtol=1e-4)
@@ -49,7 +67,7 @@ def test_vmapped_seeds_equal_seeds_trained_alone_and_differ(data, tiny_config):
 
 
 def test_multiseed_update_does_not_recompile(data, tiny_config):
-    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], tiny_config)  # noqa: E731
+    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(tiny_config))  # noqa: E731
     mesh = multiseed.make_mesh(2)
     agents = multiseed.create_agents(create, [0, 1], mesh)
     compiled = multiseed.compiled_update_n(mesh, 3, 11)  # shapes no other test uses
@@ -81,7 +99,7 @@ config = iql_mujoco.get_config("smoke"); config.hidden_dims = (16, 16)
 rng = np.random.default_rng(0); n = 128
 data, _ = dataset_lib.from_arrays(rng.standard_normal((n, 3)), rng.uniform(-1, 1, (n, 2)), rng.standard_normal(n),
                                   rng.random(n) < 0.1, next_observations=rng.standard_normal((n, 3)))
-create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)
+create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(config))
 results = {}
 for devices in (1, 4, 8):  # 8, 2 and 1 seed(s) per device
     mesh = multiseed.make_mesh(8, num_devices=devices)
@@ -120,7 +138,7 @@ def test_vectorized_evaluation_equals_sequential_episodes():
 
 
 def test_sample_actions_per_seed(data, tiny_config):
-    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], tiny_config)  # noqa: E731
+    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(tiny_config))  # noqa: E731
     agents = multiseed.create_agents(create, [0, 1], multiseed.make_mesh(2))
     obs = jnp.stack([data.observations[:5], data.observations[:5]])
     actions = multiseed.sample_actions(agents, obs, jnp.stack([jax.random.key(0)] * 2))
@@ -140,7 +158,7 @@ config = iql_mujoco.get_config()  # full size: (256, 256)
 rng = np.random.default_rng(0); n = 512
 data, _ = dataset_lib.from_arrays(rng.standard_normal((n, 11)), rng.uniform(-1, 1, (n, 3)), rng.standard_normal(n),
                                   rng.random(n) < 0.01, next_observations=rng.standard_normal((n, 11)))
-create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)
+create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(config))
 mesh = multiseed.make_mesh(4)
 agents, metrics = multiseed.update_n(multiseed.create_agents(create, [0, 1, 2, 3], mesh), data, 2, 64)
 assert metrics["critic_loss"].shape == (4,) and bool(multiseed.all_finite(agents))

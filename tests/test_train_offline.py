@@ -49,7 +49,7 @@ def test_main_trains_and_writes_everything(minari_root, tmp_path):
     assert summary["best_mean"] == pytest.approx(max(float(r["normalized_score"]) for r in evals))
 
     # The saved (stacked) agents load back into a template of freshly created ones.
-    template = multiseed.stack([IQLLearner.create(jax.random.key(3), np.zeros(11), np.zeros(3), _smoke_config())])
+    template = multiseed.stack([IQLLearner.create(jax.random.key(3), np.zeros(11), np.zeros(3), IQLLearner.fields(_smoke_config()))])
     agent = multiseed.unstack(outputs.load_pytree(str(workdir / "agent.msgpack"), template), 0)
     assert int(agent.actor.step) == 200
     obs = np.zeros((4, 11), np.float32)
@@ -136,6 +136,33 @@ def test_unknown_dataset_is_a_clear_error(minari_root, tmp_path):
 def test_config_typo_fails_at_parse():
     with pytest.raises(cli.UserError, match='(?s)expectilee.*Did you mean "expectile"'):
         parse_flags(train_offline, SMOKE, "--config.expectilee=0.8")
+
+
+def test_a_typo_in_a_config_file_is_an_error_naming_the_nearest_field(tmp_path):
+    path = tmp_path / "typo.py"
+    path.write_text("from configs import iql_mujoco\n\n\ndef get_config(variant=''):\n"
+                    "    config = iql_mujoco.get_config('smoke')\n    config.expetile = 0.9\n    return config\n")
+    with pytest.raises(cli.UserError, match="config.expetile is not read by this run.*did you mean config.expectile"):
+        run_main(train_offline, f"--config={path}", f"--workdir={tmp_path / 'w'}")
+    assert not (tmp_path / "w").exists()  # refused before anything is written
+
+
+def test_every_shipped_config_field_is_read_by_its_run():
+    """The agent, data and loop fields of each config file are exactly what its script reads."""
+    from configs import (idql_antmaze, idql_mujoco, idql_mujoco_finetune, iql_antmaze, iql_antmaze_finetune,
+                         iql_kitchen, iql_mujoco, iql_mujoco_finetune)
+    import train_finetune
+
+    finetune_loop = tuple(f for f in experiment.OFFLINE_FIELDS if f != "max_steps") + train_finetune.FINETUNE_FIELDS
+    for module, loop in ((iql_mujoco, experiment.OFFLINE_FIELDS), (iql_antmaze, experiment.OFFLINE_FIELDS),
+                         (iql_kitchen, experiment.OFFLINE_FIELDS), (idql_mujoco, experiment.OFFLINE_FIELDS),
+                         (idql_antmaze, experiment.OFFLINE_FIELDS), (iql_mujoco_finetune, finetune_loop),
+                         (iql_antmaze_finetune, finetune_loop), (idql_mujoco_finetune, finetune_loop)):
+        for variant in ("", "smoke"):
+            config = module.get_config(variant)
+            agent = experiment.ALGORITHMS[config.algo].agent_class
+            cli.check_fields(config, {*agent.fields(dict.fromkeys(config)), *experiment.DATA_FIELDS, *loop})
+            assert ("beta" in config) == (config.algo == "iql")  # IDQL's configs never held IQL's actor fields
 
 
 @pytest.mark.parametrize("override,message", [

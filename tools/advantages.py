@@ -61,7 +61,7 @@ def load_agent(workdir: str, seed_index: int) -> tuple[IQLLearner, dict, dataset
     # here are the rows it trained on.
     run_source = types.SimpleNamespace(dataset=run_flags["dataset"], env_name=run_flags.get("env_name"))
     data = sources.load_data(run_source, ml_collections.ConfigDict(config))[0]
-    template = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
+    template = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IQLLearner.fields(config))
     try:
         agents = outputs.load_pytree(path, multiseed.stack([template] * num_seeds))
     except Exception as e:  # a file of another shape or algorithm

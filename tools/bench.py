@@ -102,7 +102,7 @@ def timed(fn, updates_per_call: int, windows: int, seconds: float) -> tuple[floa
 
 def bench_host_baseline(data, arrays, config, windows, seconds) -> dict:
     """One jitted `update` per step on a batch sampled with NumPy on the host (the peers)."""
-    agent = [IQLLearner.create(jax.random.key(0), arrays["observations"][0], arrays["actions"][0], config)]
+    agent = [IQLLearner.create(jax.random.key(0), arrays["observations"][0], arrays["actions"][0], IQLLearner.fields(config))]
     host = {k: np.asarray(getattr(data, k)) for k in ("observations", "actions", "rewards", "masks", "dones",
                                                        "next_observations")}
     rng = np.random.default_rng(0)  # the peers' design, kept here only as the baseline
@@ -120,7 +120,7 @@ def bench_host_baseline(data, arrays, config, windows, seconds) -> dict:
 
 def bench_update_n(data, config, num_steps, num_seeds, windows, seconds, mesh=None) -> dict:
     mesh = mesh or multiseed.make_mesh(num_seeds, 1)
-    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)  # noqa: E731
+    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(config))  # noqa: E731
     data = multiseed.replicate(data, mesh)
     if num_seeds == 1 and mesh.devices.size == 1:
         state = [create(jax.random.key(0))]
@@ -150,7 +150,7 @@ def cost_flops(jitted, *args) -> float:
 
 
 def update_flops(data, config) -> float:
-    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
+    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IQLLearner.fields(config))
     return cost_flops(IQLLearner.update, agent, data.sample(jax.random.key(1), BATCH))
 
 
@@ -203,11 +203,11 @@ def bench_idql(data, windows, seconds) -> dict:
     ceilings = {"matmul_256_gflops": matmul_gflops(windows, seconds, 256),
                 "matmul_1024_gflops": matmul_gflops(windows, seconds, 1024),
                 **{f"block_training_{b}_gflops": block_training_gflops(windows, seconds, b) for b in (256, 512)}}
-    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IDQLLearner.fields(config))
     records = []
     for batch in (256, 512):
         flops = cost_flops(IDQLLearner.update, agent, data.sample(jax.random.key(1), batch))
-        state = [IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], config)]
+        state = [IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IDQLLearner.fields(config))]
         k = 20
 
         def call():
@@ -289,7 +289,7 @@ def bench_online(windows, seconds, num_seeds: int = 1, buffer_size: int = 2_000_
         rewards=(rng.random(data_size) < 0.01).astype(np.float32), terminals=np.zeros(data_size, np.float32),
         next_observations=rng.standard_normal((data_size, obs_dim)).astype(np.float32), reward_transform="antmaze")
     mesh = multiseed.make_mesh(num_seeds, 1)
-    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], config)  # noqa: E731
+    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(config))  # noqa: E731
     agents = [multiseed.create_agents(create, seeds, mesh)]
     shared = multiseed.replicate(data, mesh)
     k = config.steps_per_call
