@@ -32,14 +32,15 @@ def check_fields(config, known) -> None:
                             f"{', '.join(sorted(known))}")
 
 
-def define_config(name: str, default: str, help_string: str, flag_values: flags.FlagValues):
+def define_config(name: str, default: str, help_string: str, flag_values: flags.FlagValues,
+                  sys_argv: list[str] | None = None):
     """A `--<name>=file.py[:variant]` config flag with `--<name>.<field>=value` overrides.
 
-    Defined so that importing the script reads nothing from sys.argv; `parse` hands the
-    command line to it instead.
+    Defined so that importing the script reads nothing from sys.argv; `parse` defines it
+    again with the command line it parses.
     """
     return config_flags.DEFINE_config_file(name, default, help_string, flag_values=flag_values,
-                                           lock_config=True, sys_argv=[])
+                                           lock_config=True, sys_argv=sys_argv or [])
 
 
 def parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
@@ -53,11 +54,13 @@ def parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
             # Parse the default file again, so that overrides of it are registered now.
             argv.insert(1, f"--config={flag_values['config'].default_as_str.strip(chr(39))}")
         # config_flags registers the `--config.<field>` flags named on the command line while
-        # it parses the file; it reads that command line from this attribute (sys.argv unless
-        # set). Flags left from an earlier parse in this process would be defined twice.
-        flag_values["config"]._sys_argv = argv
-        for name in [n for n in flag_values if n.startswith("config.")]:
+        # it parses the file, from the command line given when the flag is defined: define it
+        # again with this one. Flags left from an earlier parse in this process would be
+        # defined twice.
+        default, help_string = flag_values["config"].default_as_str.strip(chr(39)), flag_values["config"].help
+        for name in [n for n in flag_values if n == "config" or n.startswith("config.")]:
             delattr(flag_values, name)
+        define_config("config", default, help_string, flag_values, sys_argv=argv)
     try:
         return flag_values(argv)
     except (AttributeError, KeyError) as e:  # how ml_collections reports an unknown field
