@@ -30,6 +30,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from behavior import goal_ant  # the heading-frame transform of the Gymnasium-ant controller
+
 TIMESTEP, FRAME_SKIP = 0.02, 5  # D4RL assets/ant.xml `<option timestep="0.02" integrator="RK4"/>`, ant.py:53
 MAX_TORQUE = 30.0  # assets/ant.xml motors: ctrlrange -30 30, gear 1
 SOLREF, SOLIMP = "0.02 1", "0.8 0.8 0.01"  # assets/ant.xml:9 geom defaults
@@ -231,8 +233,6 @@ def controller_input(observation: np.ndarray, targets: np.ndarray) -> np.ndarray
     """(n, 29) D4RL observations and (n, 2) targets -> (n, 29) controller inputs: the body
     (qpos[2:15], qvel[:14]) with the torso's planar velocity in its heading frame, followed by
     the direction to the target in the heading frame, 10 m long (D4RL's commanded length)."""
-    from behavior import goal_ant  # the heading-frame transform the Gymnasium-ant controller uses
-
     observation = np.asarray(observation, np.float64)
     xy = observation[:, :2]
     delta = np.asarray(targets, np.float64) - xy

@@ -32,9 +32,9 @@ import numpy as np
 from tqdm import tqdm
 
 import dataset as dataset_lib
+from dataset import DatasetError
 from behavior import d4rl_antmaze as antmaze
 from behavior.datasets import SHIPPED, Behavior, make_policy
-from harness.cli import UserError
 
 NAMESPACE = "local/d4rl-antmaze"
 KINDS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse")
@@ -47,7 +47,7 @@ CONTROLLER_ENV = "behavior.d4rl_antmaze:D4RLGoalAnt-v0"
 def parse_kind(kind: str) -> tuple[str, bool, list]:
     """kind -> (maze, whether episodes start anywhere, the commanded goal cells)."""
     if kind not in KINDS:
-        raise UserError(f"unknown D4RL AntMaze dataset kind {kind!r}; choose from {KINDS}")
+        raise DatasetError(f"unknown D4RL AntMaze dataset kind {kind!r}; choose from {KINDS}")
     maze, _, regime = kind.partition("-")
     grid = antmaze.DATA_MAPS[maze]
     marked = [(r, c) for r, row in enumerate(grid) for c, v in enumerate(row) if v == antmaze.G]
@@ -60,7 +60,7 @@ def controller(behavior_dir: str = CONTROLLER, noise: float = ACTION_NOISE, step
     """(D4RL observations (n, 29), waypoints (n, 2), key) -> actions: the goal-reaching ant's
     policy sample plus N(0, noise), clipped to [-1, 1]; noise 0 is the policy sample alone."""
     if not os.path.exists(os.path.join(behavior_dir, "behavior.json")):
-        raise UserError(
+        raise DatasetError(
             f"no goal-reaching controller for D4RL's ant in {behavior_dir}. Train one with `python -m "
             f"behavior.train_behavior --env={CONTROLLER_ENV} --workdir=runs/behavior/d4rl_goal_ant` (resumable) "
             "and pass --behavior=runs/behavior/d4rl_goal_ant to behavior.collect")

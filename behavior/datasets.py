@@ -27,16 +27,16 @@ import json
 import os
 import shutil
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 import dataset as dataset_lib
+from dataset import DatasetError
 import evaluation
 from behavior.sac import TanhGaussianActor, policy_actions
-from harness import outputs
-from harness.cli import UserError
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies")
@@ -66,9 +66,9 @@ class Behavior:
             with open(os.path.join(path, "snapshots.json")) as f:
                 self.snapshots = sorted(json.load(f), key=lambda s: s["step"])
         except (OSError, ValueError) as e:
-            raise UserError(f"{path} is not a behavior folder (behavior.json, snapshots.json): {e}") from e
+            raise DatasetError(f"{path} is not a behavior folder (behavior.json, snapshots.json): {e}") from e
         if not self.snapshots:
-            raise UserError(f"{path} has no snapshots yet")
+            raise DatasetError(f"{path} has no snapshots yet")
         returns = [s["return"] for s in self.snapshots]
         self.expert = max(self.snapshots, key=lambda s: s["return"])
         # D4RL's medium reaches about a third of the best return. Measured from the worst
@@ -83,9 +83,10 @@ class Behavior:
         template = actor.init(jax.random.key(0), jnp.zeros((1, self.meta["obs_dim"])))["params"]
         path = os.path.join(self.path, "snapshots", f"step_{step:07d}.msgpack")
         try:
-            return outputs.load_pytree(path, template)
+            with open(path, "rb") as f:  # the actor's parameters, as train_behavior.py saved them
+                return flax.serialization.from_bytes(template, f.read())
         except OSError as e:
-            raise UserError(f"missing snapshot file {path}") from e
+            raise DatasetError(f"missing snapshot file {path}") from e
 
     def segments(self, kind: str, steps: int) -> list[tuple[str, int | None, int]]:
         """(label, snapshot step or None for random, env steps) for each part of a dataset."""
@@ -110,13 +111,13 @@ class Behavior:
                     parts.append((f"step {snap['step']}", snap["step"], end - begin))
                     begin = end
             return [p for p in parts if p[2] > 0]
-        raise UserError(f"unknown dataset kind {kind!r}; choose from {KINDS}")
+        raise DatasetError(f"unknown dataset kind {kind!r}; choose from {KINDS}")
 
     def export(self, target: str, step: int | None = None) -> None:
         """Copy behavior.json, snapshots.json and only the snapshot files collect uses (or only
         snapshot `step`, which then is the expert: the shipped goal-reaching Ant)."""
         if step is not None and step not in {s["step"] for s in self.snapshots}:
-            raise UserError(f"{self.path} has no snapshot at step {step}")
+            raise DatasetError(f"{self.path} has no snapshot at step {step}")
         needed = {step} if step is not None else {self.medium["step"], self.expert["step"],
                                                   *(s["step"] for s in self.replay)}
         os.makedirs(os.path.join(target, "snapshots"), exist_ok=True)
@@ -185,9 +186,9 @@ def make_datasets(env_id: str, behavior: Behavior, kinds, namespace: str, steps:
 
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise UserError(f"unknown dataset kind(s) {unknown}; choose from {KINDS}")
+        raise DatasetError(f"unknown dataset kind(s) {unknown}; choose from {KINDS}")
     if behavior.meta["env"] != env_id:
-        raise UserError(f"{behavior.path} holds policies for {behavior.meta['env']}, not {env_id}")
+        raise DatasetError(f"{behavior.path} holds policies for {behavior.meta['env']}, not {env_id}")
     env = evaluation.make_env(env_id)
     action_dim = int(env.action_space.shape[0])
     env.close()

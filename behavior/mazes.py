@@ -37,28 +37,29 @@ import collections
 import os
 
 import gymnasium as gym
-import gymnasium_robotics
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnasium_robotics.envs.maze import maps
 from tqdm import tqdm
 
 import dataset as dataset_lib
-from behavior import goal_ant
+from dataset import DatasetError
+from behavior import d4rl_antmaze, goal_ant
 from behavior.datasets import SHIPPED, Behavior, make_policy
-from harness.cli import UserError
-
-gym.register_envs(gymnasium_robotics)
+from evaluation import register_robotics
 
 FAMILIES = {"antmaze": "AntMaze_UMaze-v4", "pointmaze": "PointMaze_UMaze-v3"}  # the env classes; maps are ours
-MAZES = {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}
+# Gymnasium-Robotics' U_MAZE, MEDIUM_MAZE and LARGE_MAZE are D4RL's layouts (tested), so the maps
+# come from d4rl_antmaze and this module imports gymnasium_robotics only when it makes an env.
+MAZES = {maze: d4rl_antmaze.walls(maze).tolist() for maze in ("umaze", "medium", "large")}
 # D4RL's evaluation start and goal cells (row, col): d4rl/locomotion/maze_env.py's R and G.
 EVAL_CELLS = {"umaze": ((1, 1), (3, 1)), "medium": ((1, 1), (6, 6)), "large": ((1, 1), (7, 9))}
+# The 'c' cells of Gymnasium-Robotics' *_DIVERSE_GR maps (D4RL's R and G cells of BIG_MAZE and
+# HARDEST_MAZE), and umaze's four corners.
 PLAY_CELLS = {
     "umaze": [(1, 1), (1, 3), (3, 1), (3, 3)],
-    "medium": [(r, c) for r, row in enumerate(maps.MEDIUM_MAZE_DIVERSE_GR) for c, v in enumerate(row) if v == "c"],
-    "large": [(r, c) for r, row in enumerate(maps.LARGE_MAZE_DIVERSE_GR) for c, v in enumerate(row) if v == "c"],
+    "medium": [(1, 1), (2, 6), (5, 1), (6, 5)],
+    "large": [(1, 1), (1, 6), (3, 5), (3, 10), (5, 2), (7, 4), (7, 6), (7, 9)],
 }
 REGIMES = ("fixed", "diverse", "play")
 # Exploration noise added to the controller's actions: D4RL's AntMaze N(0, 0.2) (its --noisy
@@ -82,7 +83,7 @@ def parse_kind(kind: str) -> tuple[str, str]:
     maze, _, regime = kind.partition("-")
     regime = regime or "fixed"
     if maze not in MAZES or regime not in REGIMES:
-        raise UserError(f"unknown maze dataset kind {kind!r}: <maze>[-<regime>] with maze in {tuple(MAZES)} "
+        raise DatasetError(f"unknown maze dataset kind {kind!r}: <maze>[-<regime>] with maze in {tuple(MAZES)} "
                         f"and regime in ('diverse', 'play'), or no regime for the fixed start and goal")
     return maze, regime
 
@@ -114,6 +115,7 @@ def make_env(family: str, maze: str, evaluation: bool = True, **kwargs) -> gym.E
     grid = marked_map(maze, [start], [goal]) if evaluation else [[1 if v == 1 else "c" for v in row]
                                                                  for row in MAZES[maze]]
     steps = (EVAL_STEPS if evaluation else DATA_STEPS)[family][maze]
+    register_robotics(FAMILIES[family])
     return gym.make(FAMILIES[family], maze_map=grid, continuing_task=not evaluation, reset_target=False,
                     max_episode_steps=steps, **kwargs)
 
@@ -205,7 +207,7 @@ def ant_controller(behavior_dir: str = ANT_POLICY, noise: float = ACTION_NOISE["
     """(observation dicts stacked, targets, key) -> actions: the goal-reaching Ant policy's mean
     plus N(0, noise) (D4RL's noisy sets), clipped to [-1, 1]."""
     if not os.path.exists(os.path.join(behavior_dir, "behavior.json")):
-        raise UserError(
+        raise DatasetError(
             f"no goal-reaching Ant policy in {behavior_dir}: AntMaze datasets need one. Train it with `python -m "
             f"behavior.train_behavior --env={goal_ant.ENV_ID} --workdir=runs/behavior/goal_ant` (resumable; hours "
             "on a CPU) and pass --behavior=runs/behavior/goal_ant to behavior.collect, or train on Minari's "
@@ -312,10 +314,10 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
     import minari  # heavy: imported when a dataset is made
 
     if family not in FAMILIES:
-        raise UserError(f"unknown maze family {family!r}; choose from {tuple(FAMILIES)}")
+        raise DatasetError(f"unknown maze family {family!r}; choose from {tuple(FAMILIES)}")
     maze, regime = parse_kind(kind)
     if version not in VERSIONS:
-        raise UserError(f"unknown maze dataset version {version}; choose from {VERSIONS} (see behavior/mazes.py)")
+        raise DatasetError(f"unknown maze dataset version {version}; choose from {VERSIONS} (see behavior/mazes.py)")
     ds_id = f"{namespace}/{family}/{kind}-v{version}"
     if ds_id in minari.list_local_datasets():
         if not overwrite:

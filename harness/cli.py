@@ -15,9 +15,12 @@ from typing import Callable
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from dataset import DatasetError
+
 
 class UserError(Exception):
-    """A problem with the user's input (flags, config, dataset, env), shown as one line."""
+    """A problem with the user's input (flags, config, dataset, env), shown as one line (as is
+    `dataset.DatasetError`, which the data modules below the harness raise)."""
 
 
 def check_fields(config, known) -> None:
@@ -87,7 +90,7 @@ def run(main: Callable[[list[str]], None], flag_values: flags.FlagValues) -> Non
         logging.set_verbosity(logging.WARNING)  # absl INFO would echo JAX's backend probing
         try:
             return main(argv)
-        except UserError as e:
+        except (UserError, DatasetError) as e:
             sys.exit(f"{name}: error: {e}")
 
     app.run(guarded, flags_parser=parser)

@@ -116,7 +116,7 @@ def _per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int, donate
 def compiled_update_n(mesh: Mesh, num_steps: int, batch_size: int) -> Callable:
     """The jitted, donating `update_n` for agents sharded over `mesh`; outputs keep the seed
     sharding, so feeding them back never recompiles."""
-    return _per_seed(lambda agent, data: agent._update_n(data, num_steps, batch_size), mesh, 1, 1)
+    return _per_seed(lambda agent, data: agent.update_n(data, num_steps, batch_size), mesh, 1, 1)
 
 
 def update_n(agents: Any, data: Any, num_steps: int, batch_size: int) -> tuple[Any, dict]:
@@ -184,10 +184,10 @@ def compiled_online_chunk(mesh: Mesh, host_step: Any, obs_dim: int, num_updates:
         if not num_updates:
             return agent, {}
         source = MixedData(offline=offline, online=buffer) if mix_offline else buffer
-        return agent._update_n(source, num_updates, batch_size)
+        return agent.update_n(source, num_updates, batch_size)
 
     def store_and_act(agent, buffer, stats, act_key, row, act_obs, index):
-        buffer = buffer._insert(*(x[None] for x in row))
+        buffer = buffer.insert(*(x[None] for x in row))
         stats = stats.record(row[2], jnp.maximum(row[3], row[4]))
         actions = agent.sample_actions(act_obs[None], jax.random.fold_in(act_key, index), temperature)[0]
         return buffer, stats, actions

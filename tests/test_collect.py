@@ -62,12 +62,12 @@ def test_medium_replay_follows_the_training_history(pendulum_behavior):
 
 
 def test_bad_behavior_folder_and_kind(tmp_path, pendulum_behavior):
-    with pytest.raises(cli.UserError, match="not a behavior folder"):
+    with pytest.raises(dataset_lib.DatasetError, match="not a behavior folder"):
         datasets.Behavior(str(tmp_path))
     behavior = datasets.Behavior(str(pendulum_behavior[0]))
-    with pytest.raises(cli.UserError, match="unknown dataset kind"):
+    with pytest.raises(dataset_lib.DatasetError, match="unknown dataset kind"):
         datasets.make_datasets("Pendulum-v1", behavior, ["mediocre"], "t", 100, 0, 2)
-    with pytest.raises(cli.UserError, match="not Hopper-v5"):
+    with pytest.raises(dataset_lib.DatasetError, match="not Hopper-v5"):
         datasets.make_datasets("Hopper-v5", behavior, ["random"], "t", 100, 0, 2)
 
 

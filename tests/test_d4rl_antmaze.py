@@ -20,7 +20,7 @@ from behavior import d4rl_antmaze as antmaze
 from behavior import d4rl_datasets
 from configs import iql_antmaze
 from harness import sources
-from harness.cli import UserError
+from dataset import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -203,9 +203,9 @@ def test_kinds_and_errors(tmp_path):
     assert d4rl_datasets.parse_kind("medium-play") == ("medium", True, [(2, 6), (5, 1), (6, 5)])
     maze, anywhere, goals = d4rl_datasets.parse_kind("large-diverse")
     assert len(goals) == int((antmaze.walls("large") == 0).sum())
-    with pytest.raises(UserError, match="umaze-diverse"):
+    with pytest.raises(DatasetError, match="umaze-diverse"):
         d4rl_datasets.parse_kind("umaze-play")
-    with pytest.raises(UserError, match="behavior.train_behavior"):
+    with pytest.raises(DatasetError, match="behavior.train_behavior"):
         d4rl_datasets.controller(str(tmp_path / "none"))
     assert not d4rl_datasets.ensure_dataset("local/antmaze/umaze-v1")
 

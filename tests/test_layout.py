@@ -11,12 +11,13 @@ import sys
 from conftest import ROOT
 
 # Imported inside functions on purpose: optional or heavy, needed only by some commands.
-LAZY_IMPORTS_ALLOWED = {"minari", "h5py", "tensorboardX", "imageio", "imageio_ffmpeg", "matplotlib"}
+LAZY_IMPORTS_ALLOWED = {"minari", "h5py", "tensorboardX", "imageio", "imageio_ffmpeg", "matplotlib", "gymnasium_robotics"}
+BEHAVIOR_LIBRARIES = ("behavior.sac", "behavior.datasets", "behavior.mazes", "behavior.goal_ant", "behavior.d4rl_antmaze",
+                      "behavior.d4rl_datasets")
 SCRIPTS = ("train_offline", "train_finetune", "behavior.collect", "behavior.train_behavior", "tools.bench",
            "tools.suite", "tools.plot")
 LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.experiment",
-             "harness.multiseed", "harness.outputs", "harness.sources", "behavior.sac", "behavior.datasets", "behavior.mazes",
-             "behavior.goal_ant")
+             "harness.multiseed", "harness.outputs", "harness.sources", *BEHAVIOR_LIBRARIES)
 
 STANDALONE = r'''
 import importlib.abc
@@ -141,3 +142,45 @@ def test_libraries_import_no_scripts_and_nothing_starts_jax_at_import():
                          capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT))
     assert "IMPORTS_OK" in out.stdout, out.stderr[-3000:]
+
+
+CHECK_LEAF = r"""
+import sys
+for name in sys.argv[1].split(","):
+    __import__(name)
+harness = sorted(m for m in sys.modules if m == "harness" or m.startswith("harness."))
+assert not harness, f"behavior's library modules imported {harness}"
+print("LEAF_OK")
+"""
+
+
+def test_behavior_libraries_import_nothing_from_the_harness():
+    """behavior/ is below the harness (harness/sources.py builds datasets with it); only its two
+    scripts, collect.py and train_behavior.py, use the harness's flags and output files."""
+    out = subprocess.run([sys.executable, "-c", CHECK_LEAF, ",".join(BEHAVIOR_LIBRARIES)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT))
+    assert "LEAF_OK" in out.stdout, out.stderr[-3000:]
+
+
+CHECK_LOCOMOTION = r"""
+import sys
+from unittest import mock
+import train_offline
+from harness import cli
+argv = ["train_offline.py", "--config=configs/iql_mujoco.py:smoke", "--dataset=" + sys.argv[1], "--workdir=" + sys.argv[2],
+        "--config.eval_episodes=1"]
+with mock.patch.object(sys, "argv", argv):
+    cli.parse(train_offline.FLAGS, argv)
+    train_offline.main(argv[:1])
+robotics = sorted(m for m in sys.modules if m.startswith("gymnasium_robotics"))
+assert not robotics, f"a locomotion run imported {robotics[:3]}"
+print("NO_ROBOTICS")
+"""
+
+
+def test_a_locomotion_run_imports_no_robotics_package(minari_root, tmp_path):
+    out = subprocess.run([sys.executable, "-c", CHECK_LOCOMOTION, "test/hopper/random-v0", str(tmp_path / "run")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, MINARI_DATASETS_PATH=str(minari_root)))
+    assert "NO_ROBOTICS" in out.stdout, out.stderr[-3000:]

@@ -19,7 +19,7 @@ from behavior import goal_ant, mazes
 from behavior.datasets import Behavior
 from behavior.sac import TanhGaussianActor
 from harness import outputs
-from harness.cli import UserError
+from dataset import DatasetError
 
 S, M, G = (1, 1), (2, 3), (3, 1)  # umaze: D4RL's start and goal, and the corridor between
 
@@ -132,7 +132,7 @@ def test_shipped_goal_ant_drives_through_the_umaze():
 
 
 def test_antmaze_without_a_policy_is_a_clear_error(maze_root, tmp_path):
-    with pytest.raises(UserError, match="no goal-reaching Ant policy") as e:
+    with pytest.raises(DatasetError, match="no goal-reaching Ant policy") as e:
         mazes.make_maze_dataset("antmaze", "umaze", namespace="none", steps=10, behavior_dir=str(tmp_path / "none"))
     assert "behavior.train_behavior" in str(e.value)
     assert "none/antmaze/umaze-v1" not in minari.list_local_datasets()
@@ -192,7 +192,7 @@ def test_export_of_one_snapshot_ships_only_it(tmp_path):
     assert os.listdir(tmp_path / "ship" / "snapshots") == ["step_0001000.msgpack"]
     shipped = Behavior(str(tmp_path / "ship"))
     assert shipped.expert["step"] == 1000 and [s["step"] for s in shipped.snapshots] == [1000]
-    with pytest.raises(UserError, match="no snapshot at step 3000"):
+    with pytest.raises(DatasetError, match="no snapshot at step 3000"):
         Behavior(run).export(str(tmp_path / "other"), step=3000)
 
 
@@ -223,6 +223,16 @@ def test_maze_ids_carry_the_builder_version(maze_root):
     assert new == "ver/pointmaze/umaze-v1"
     assert mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1,
                                    version=0) == "ver/pointmaze/umaze-v0"
-    with pytest.raises(UserError, match="version 2"):
+    with pytest.raises(DatasetError, match="version 2"):
         mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, version=2)
     assert mazes.ensure_maze_dataset("local/pointmaze/umaze-v2") is False  # not a builder id: left to Minari
+
+
+def test_maze_layouts_are_gymnasium_robotics_maps():
+    """mazes.py takes the layouts from d4rl_antmaze (D4RL's) and writes the play cells out, so
+    that it imports gymnasium_robotics only to make an env: they equal Gymnasium-Robotics' maps."""
+    from gymnasium_robotics.envs.maze import maps
+
+    assert mazes.MAZES == {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}
+    for maze, grid in (("medium", maps.MEDIUM_MAZE_DIVERSE_GR), ("large", maps.LARGE_MAZE_DIVERSE_GR)):
+        assert mazes.PLAY_CELLS[maze] == [(r, c) for r, row in enumerate(grid) for c, v in enumerate(row) if v == "c"]
