@@ -23,6 +23,16 @@ class UserError(Exception):
     `dataset.DatasetError`, which the data modules below the harness raise)."""
 
 
+class Stopped(Exception):
+    """A run that a signal (preemption's SIGTERM, Ctrl-C's SIGINT) stopped after it saved a
+    checkpoint: not an error. `run` prints how to resume and exits with status 0 for SIGTERM
+    (130 for SIGINT, the shell's convention)."""
+
+    def __init__(self, signal_name: str, message: str):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
 def check_fields(config, known) -> None:
     """A UserError for the first field of `config` not in `known` (the fields some part of the
     run reads), naming it and the nearest known one: a typo in a config file must not train the
@@ -92,5 +102,8 @@ def run(main: Callable[[list[str]], None], flag_values: flags.FlagValues) -> Non
             return main(argv)
         except (UserError, DatasetError) as e:
             sys.exit(f"{name}: error: {e}")
+        except Stopped as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            sys.exit(0 if e.signal_name == "SIGTERM" else 130)
 
     app.run(guarded, flags_parser=parser)

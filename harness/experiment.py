@@ -311,8 +311,8 @@ class Experiment:
             if self.is_main:
                 self.checkpointer.save(step, host)
         if self.stop_signal:
-            fail(f"{self.stop_signal} at step {step}: saved {self.checkpointer.path(step)}; "
-                 "run the same command again to resume")
+            raise cli.Stopped(self.stop_signal, f"stopped by {self.stop_signal} at step {step}; saved "
+                              f"{self.checkpointer.path(step)}: run the same command again to resume")
 
     def check_finite(self, step: int, agents, metrics: dict, first: Optional[int] = None) -> None:
         """Stop, naming the step and the quantity, if a loss or a parameter is NaN/inf; the

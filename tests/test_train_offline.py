@@ -275,7 +275,7 @@ def test_signal_handlers_are_restored_when_a_run_ends(minari_root, tmp_path, mon
         log_train = experiment.Experiment.log_train
         monkeypatch.setattr(experiment.Experiment, "log_train",
                             lambda self, *a, **k: (log_train(self, *a, **k), os.kill(os.getpid(), signal.SIGINT)))
-        with pytest.raises(cli.UserError, match="SIGINT at step 50"):
+        with pytest.raises(cli.Stopped, match="stopped by SIGINT at step 50"):
             run_main(train_offline, *args, f"--workdir={tmp_path / 'stopped'}")
         assert caught == []  # the run's handler took that one
         os.kill(os.getpid(), signal.SIGINT)
