@@ -15,7 +15,6 @@ episode), and `utd` gradient steps per environment step. Steps count on; eval.cs
 train.csv carry a `phase` and an `env_steps` column so both phases share one x-axis.
 """
 
-import concurrent.futures
 import json
 import os
 
@@ -26,7 +25,7 @@ from absl import flags
 from tqdm import tqdm
 
 from dataset import DatasetError
-from harness import cli, experiment, multiseed, outputs
+from harness import cli, experiment, multiseed, online, outputs
 from replay_buffer import ReplayBuffer
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
@@ -37,7 +36,6 @@ cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file_
                   "Config file, optionally with a variant: configs/iql_mujoco_finetune.py:smoke.", FLAGS)
 
 OFFLINE_ROW = {"phase": "offline", "env_steps": 0}
-RECENT = 10  # online returns averaged in train.csv's online_return
 
 
 # The fields fine-tuning reads besides the offline loop's (configs/iql_mujoco_finetune.py).
@@ -70,7 +68,7 @@ def checkpoint_template(agents, online: bool, num_seeds: int, obs_dim: int, acti
     template = {"agents": agents, "step": 0, "online": int(online)}
     if online:
         template.update(offline_steps=0, env_step=0, buffers=multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * num_seeds),
-                        episode_count=np.zeros(num_seeds, np.int32), recent_returns=np.zeros((num_seeds, RECENT)))
+                        episode_count=np.zeros(num_seeds, np.int32), recent_returns=np.zeros((num_seeds, online.RECENT)))
     return template
 
 
@@ -138,68 +136,19 @@ def online_buffers(exp, state: dict | None):
     return multiseed.shard_seeds(multiseed.stack([single] * len(exp.seeds)), exp.mesh)
 
 
-class HostEnvs:
-    """The seeds' online envs on the host, stepped from inside the compiled online chunk
-    (`multiseed.compiled_online_chunk`'s `host_step`). Env i is seed i's; an env whose episode ends
-    resets itself at once, as gymnasium's SAME_STEP autoreset: `next_obs` is then the next
-    episode's first observation and `last_obs` the ended episode's final one (the s' to store)."""
-
-    def __init__(self, make_env, reset_seeds: list[int]):
-        self.envs = [make_env() for _ in reset_seeds]
-        self.worker, self.pending = concurrent.futures.ThreadPoolExecutor(1), {}
-        self.first_obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, reset_seeds)]).astype(np.float32)
-
-    def __call__(self, seed_ids, actions):
-        """Step seed_ids' envs with actions: (next_obs, rewards, terminated, truncated, last_obs)."""
-        n = len(seed_ids)
-        next_obs, last_obs = np.empty((2, n, self.first_obs.shape[1]), np.float32)
-        rewards, terminated, truncated = np.zeros((3, n), np.float32)
-        for k, (i, action) in enumerate(zip(np.asarray(seed_ids), np.asarray(actions))):
-            env = self.envs[int(i)]
-            obs, rewards[k], terminated[k], truncated[k], _ = env.step(action)
-            last_obs[k] = obs
-            next_obs[k] = env.reset()[0] if terminated[k] or truncated[k] else obs
-        return next_obs, rewards, terminated, truncated, last_obs
-
-    def start(self, seed_ids, actions):
-        """Begin stepping seed_ids' envs on the host's worker thread; returns at once. (The
-        arguments are copied: a callback's arrays need not outlive the call.)"""
-        self.pending[tuple(np.asarray(seed_ids).tolist())] = self.worker.submit(self, np.array(seed_ids), np.array(actions))
-        return np.float32(0.0)
-
-    def finish(self, seed_ids, _after):
-        """The results of the `start` for seed_ids (waits for them)."""
-        return self.pending.pop(tuple(np.asarray(seed_ids).tolist())).result()
-
-    def close(self) -> None:
-        self.worker.shutdown()
-        for env in self.envs:
-            env.close()
-
-
-def chunk_end(env_step: int, config) -> int:
-    """The last env step of the chunk starting after `env_step`: at most `steps_per_call` steps,
-    ending at every log, evaluation and checkpoint point and where training starts."""
-    points = [config.log_interval, config.eval_interval, config.checkpoint_interval, config.steps_per_call]
-    ends = [(env_step // k + 1) * k for k in points if k] + [config.online_steps]
-    if env_step < config.start_training:
-        ends.append(config.start_training)
-    return min(ends)
-
-
 def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dict | None):
     """Phase 2: `online_steps` env steps per seed, `utd` updates per env step; returns (agents,
-    step, episodes per seed). The env steps run in compiled chunks (`multiseed.compiled_online_chunk`)
+    step, episodes per seed). The env steps run in compiled chunks (`online.compiled_online_chunk`)
     that end at the log, evaluation and checkpoint points; a stop signal takes effect at the
     end of the running chunk (at most `steps_per_call` env steps)."""
     config, n = exp.config, len(exp.seeds)
     resumed = state is not None and int(state["online"])
     if resumed:
         env_step = int(state["env_step"])
-        stats = multiseed.OnlineStats.create(state["episode_count"], state["recent_returns"])
+        stats = online.OnlineStats.create(state["episode_count"], state["recent_returns"])
     else:
         env_step = 0
-        stats = multiseed.OnlineStats.create(np.zeros(n, np.int32), np.full((n, RECENT), np.nan))
+        stats = online.OnlineStats.create(np.zeros(n, np.int32), np.full((n, online.RECENT), np.nan))
     stats = multiseed.shard_seeds(stats, exp.mesh)
 
     streams = [multiseed.seed_streams(s) for s in exp.seeds]
@@ -209,7 +158,7 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
     # episodes that a stop interrupted; the env's own state cannot be saved in general).
     env_seeds = [int(jax.random.randint(jax.random.fold_in(st["env_resets"], env_step), (), 0, 2**30))
                  for st in streams]
-    envs = HostEnvs(exp.make_env, env_seeds)
+    envs = online.HostEnvs(exp.make_env, env_seeds)
     obs = multiseed.shard_seeds(jnp.asarray(envs.first_obs), exp.mesh)
     temperature, batch_size = config.online_temperature, config.online_batch_size or config.batch_size
     # The action taken after k env steps is drawn with the seed's acting key folded with k.
@@ -220,11 +169,11 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
               disable=not exp.is_main) as bar:
         while env_step < config.online_steps:
-            end = chunk_end(env_step, config)
+            end = online.chunk_end(env_step, config)
             # Env step k trains only once k > start_training (step_updates per env step).
             step_updates = config.utd if env_step >= config.start_training else 0
             if step_updates not in chunks:  # two at most: before and after start_training
-                chunks[step_updates] = multiseed.compiled_online_chunk(
+                chunks[step_updates] = online.compiled_online_chunk(
                     exp.mesh, envs, envs.first_obs.shape[1], step_updates, batch_size, config.mix_offline, temperature)
             agents, buffers, stats, obs, actions, metrics = chunks[step_updates](
                 agents, buffers, stats, act_keys, seed_ids, obs, actions, exp.data, env_step, end)

@@ -10,7 +10,6 @@ import pytest
 import dataset as dataset_lib
 from behavior import datasets
 from evaluation import normalized_score
-from harness import cli
 
 SHIPPED_HOPPER = os.path.join(datasets.SHIPPED, "hopper")
 

@@ -17,7 +17,7 @@ from conftest import ROOT, read_csv, run_main, toy_args
 import dataset as dataset_lib
 import train_finetune
 import train_offline
-from harness import cli, outputs
+from harness import cli, online, outputs
 from replay_buffer import ReplayBuffer
 
 SMOKE = f"--config={ROOT}/configs/iql_mujoco_finetune.py:smoke"
@@ -92,7 +92,7 @@ def test_max_steps_in_a_fine_tuning_config_is_an_error(toy, tmp_path):
 
 def test_host_envs_reset_ended_episodes_and_keep_their_last_obs(toy):
     _, env_id = toy
-    envs, twin = (train_finetune.HostEnvs(lambda: gym.make(env_id), [0, 1]) for _ in range(2))
+    envs, twin = (online.HostEnvs(lambda: gym.make(env_id), [0, 1]) for _ in range(2))
     first = envs.first_obs.copy()
     push = np.full((2, 1), 0.2, np.float32)  # x moves 0.02 a step: 0.6 over an episode, never clipped
     for t in range(1, toy_env.STEPS + 1):  # both episodes end (time limit) at step STEPS

@@ -41,10 +41,9 @@ from absl import flags
 
 import dataset as dataset_lib
 import evaluation
-import train_finetune
 from behavior import mazes
 from configs import idql_mujoco, iql_antmaze_finetune, iql_mujoco
-from harness import cli, multiseed
+from harness import cli, multiseed, online
 from idql import IDQLLearner
 from learner import IQLLearner
 from replay_buffer import ReplayBuffer
@@ -273,14 +272,14 @@ def bench_online(windows, seconds, num_seeds: int = 1, buffer_size: int = 2_000_
                  data_size: int = 1_000_000) -> dict:
     """Online fine-tuning on AntMaze (umaze, obs 31, act 8; configs/iql_antmaze_finetune.py,
     `num_seeds` seeds in one process, one env each): env steps/s per seed of the online loop
-    (`multiseed.compiled_online_chunk`: steps_per_call env steps per compiled call, each stepping
+    (`online.compiled_online_chunk`: steps_per_call env steps per compiled call, each stepping
     the env on the host, updating once, storing the transition and acting) against the offline
     loop's updates/s (`update_n`, steps_per_call updates per call) for the same agent and data
     shapes; the same loop with a host step that steps no env (`ConstantHost`); the env step alone."""
     config = iql_antmaze_finetune.get_config()
     make = lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", evaluation=False))  # noqa: E731
     seeds = list(range(num_seeds))
-    envs = train_finetune.HostEnvs(make, seeds)
+    envs = online.HostEnvs(make, seeds)
     obs_dim, act_dim = envs.first_obs.shape[1], envs.envs[0].action_space.shape[0]
     rng = np.random.default_rng(0)
     data, _ = dataset_lib.from_arrays(
@@ -300,7 +299,7 @@ def bench_online(windows, seconds, num_seeds: int = 1, buffer_size: int = 2_000_
 
     offline_compile, offline_rate = timed(offline, k, windows, seconds)
     buffer = ReplayBuffer.from_dataset(jax.device_get(data), buffer_size, 1.0, -1.0)
-    stats = multiseed.OnlineStats.create(np.zeros(num_seeds), np.full((num_seeds, train_finetune.RECENT), np.nan))
+    stats = online.OnlineStats.create(np.zeros(num_seeds), np.full((num_seeds, online.RECENT), np.nan))
     carry = [multiseed.shard_seeds(x, mesh) for x in (multiseed.stack([buffer] * num_seeds), stats,
                                                       jnp.asarray(envs.first_obs), jnp.zeros((num_seeds, act_dim)))]
     fixed = [multiseed.shard_seeds(x, mesh) for x in (jax.random.split(jax.random.key(1), num_seeds),
@@ -308,17 +307,17 @@ def bench_online(windows, seconds, num_seeds: int = 1, buffer_size: int = 2_000_
     done = [0]
 
     def online_loop(host_step):
-        chunk = multiseed.compiled_online_chunk(mesh, host_step, obs_dim, config.utd, config.batch_size, False,
-                                                config.online_temperature)
+        chunk = online.compiled_online_chunk(mesh, host_step, obs_dim, config.utd, config.batch_size, False,
+                                             config.online_temperature)
 
-        def online():
+        def run_chunk():
             buffers, stats, obs, actions = carry
             out = chunk(agents[0], buffers, stats, *fixed, obs, actions, shared, done[0], done[0] + k)
             agents[0], carry[:], info = out[0], list(out[1:5]), out[5]
             done[0] += k
             jax.block_until_ready(info)
 
-        return online
+        return run_chunk
 
     online_compile, online_rate = timed(online_loop(envs), k, windows, seconds)
     # The same loop with a host step that returns at once: what the loop costs without the env.
