@@ -15,8 +15,11 @@ episode), and `utd` gradient steps per environment step. Steps count on; eval.cs
 train.csv carry a `phase` and an `env_steps` column so both phases share one x-axis.
 """
 
+import dataclasses
 import json
 import os
+import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +28,12 @@ from absl import flags
 from tqdm import tqdm
 
 from dataset import DatasetError
-from harness import cli, experiment, multiseed, online, outputs
+import train_offline
+from harness import algorithms, cli, evaluate, multiseed, online, outputs, rundir, sources, stops
 from replay_buffer import ReplayBuffer
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
-experiment.define_run_flags(FLAGS)
+cli.define_run_flags(FLAGS)
 flags.DEFINE_string("init_from", None, "Skip the offline phase: start from this agent.msgpack of train_offline.py.",
                     flag_values=FLAGS)
 cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco_finetune.py"),
@@ -48,7 +52,7 @@ def check_config(config) -> None:
         raise cli.UserError("config.max_steps is not read by fine-tuning: the actor's schedule spans "
                             "pretrain_steps + online_steps; set those instead")
     if config.pretrain_steps:
-        experiment.check_intervals(config, "pretrain_steps")
+        algorithms.check_intervals(config, "pretrain_steps")
     for name in ("online_steps", "buffer_size", "utd", "eval_interval", "log_interval"):
         if config[name] <= 0:
             raise cli.UserError(f"config.{name} must be > 0, got {config[name]}")
@@ -65,7 +69,7 @@ def check_config(config) -> None:
 def checkpoint_template(agents, online: bool, num_seeds: int, obs_dim: int, action_dim: int) -> dict:
     """The checkpoint's structure: the offline phase saves the agents; the online phase also the
     replay buffers and the online counters (array shapes come from the file)."""
-    template = {"agents": agents, "step": 0, "online": int(online)}
+    template = {"agents": agents, "step": 0, "online": int(online), "eval_seconds": 0.0}
     if online:
         template.update(offline_steps=0, env_step=0, buffers=multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * num_seeds),
                         episode_count=np.zeros(num_seeds, np.int32), recent_returns=np.zeros((num_seeds, online.RECENT)))
@@ -83,7 +87,7 @@ def saved_config_differences(agent_path: str, config) -> str:
     try:
         with open(os.path.join(os.path.dirname(os.path.abspath(agent_path)), "config.json")) as f:
             saved = json.load(f)["config"]
-        fields = [k for k in experiment.config_changes(saved, config) if k in AGENT_SHAPE_FIELDS]
+        fields = [k for k in rundir.config_changes(saved, config) if k in AGENT_SHAPE_FIELDS]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ""
     if not fields:
@@ -92,11 +96,27 @@ def saved_config_differences(agent_path: str, config) -> str:
     return f"; it was trained with {diffs}: pass the same values (e.g. --config.{fields[0]}=...)"
 
 
-def offline_phase(exp, agents, state: dict | None) -> tuple:
-    """Phase 1: pretrain (or load --init_from, or resume); returns (agents, offline steps done)."""
-    config = exp.config
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What both phases use, built once in `main`."""
+
+    config: Any
+    seeds: list
+    mesh: Any
+    source: Any  # harness.sources.Source: the data on the host, its env and reference returns
+    data: Any  # the dataset, replicated over the mesh
+    writer: Any  # harness.outputs.MetricsWriter
+    checkpointer: Any  # harness.outputs.Checkpointer
+    evaluator: Any  # harness.evaluate.Evaluator
+    signals: Any  # harness.stops.StopSignals
+
+
+def offline_phase(run: Parts, agents, state: dict | None) -> tuple:
+    """Phase 1: pretrain (train_offline.train, or load --init_from, or resume); returns
+    (agents, offline steps done)."""
+    config = run.config
     if state is not None:
-        agents, step = multiseed.shard_seeds(state["agents"], exp.mesh), int(state["step"])
+        agents, step = multiseed.shard_seeds(state["agents"], run.mesh), int(state["step"])
         if int(state["online"]):
             return agents, int(state["offline_steps"])
     elif FLAGS.init_from:
@@ -104,44 +124,46 @@ def offline_phase(exp, agents, state: dict | None) -> tuple:
             loaded = outputs.load_pytree(FLAGS.init_from, multiseed.fetch(agents))
         except (OSError, ValueError) as e:
             raise cli.UserError(f"--init_from: {e}{saved_config_differences(FLAGS.init_from, config)}") from e
-        agents = multiseed.shard_seeds(loaded, exp.mesh)
+        agents = multiseed.shard_seeds(loaded, run.mesh)
         step = int(multiseed.fetch(agents.actor.step)[0])
         print(f"starting from {FLAGS.init_from} (trained for {step} offline steps)")
         return agents, step
     else:
         step = 0
     if config.pretrain_steps and not FLAGS.init_from:
-        agents = exp.offline_loop(agents, step, config.pretrain_steps, {**OFFLINE_ROW, "online_return": None},
-                                  OFFLINE_ROW, {"online": 0}, eval_interval=config.pretrain_eval_interval)
+        agents = train_offline.train(
+            agents, run.data, config, run.seeds, step, config.pretrain_steps, writer=run.writer,
+            checkpointer=run.checkpointer, evaluator=run.evaluator, signals=run.signals, state_extra={"online": 0},
+            log_extra={**OFFLINE_ROW, "online_return": None}, eval_extra=OFFLINE_ROW,
+            eval_interval=config.pretrain_eval_interval)
         step = config.pretrain_steps
     return agents, step
 
 
-def online_buffers(exp, state: dict | None):
+def online_buffers(run: Parts, state: dict | None):
     """One replay buffer per seed, sharded with the seeds: resumed, or seeded with the whole
     offline dataset (empty with `mix_offline`, whose batches take half from the dataset)."""
     if state is not None and int(state["online"]):
-        return multiseed.shard_seeds(state["buffers"], exp.mesh)
-    config, data = exp.config, exp.data
-    scale, shift = exp.info.reward_scale, exp.info.reward_shift
+        return multiseed.shard_seeds(state["buffers"], run.mesh)
+    config, data = run.config, run.source.data
+    scale, shift = run.source.info.reward_scale, run.source.info.reward_shift
     if config.mix_offline:
         single = ReplayBuffer.create(config.buffer_size, data.observations.shape[1], data.actions.shape[1], scale, shift)
     else:
         try:
-            # From a host copy: the dataset is replicated over the mesh; the buffer is built on
-            # one device, then stacked and sharded per seed.
-            single = ReplayBuffer.from_dataset(jax.device_get(data), config.buffer_size, scale, shift)
+            # From the host copy: the buffer is built on one device, then stacked and sharded per seed.
+            single = ReplayBuffer.from_dataset(data, config.buffer_size, scale, shift)
         except DatasetError as e:
             raise cli.UserError(str(e)) from e
-    return multiseed.shard_seeds(multiseed.stack([single] * len(exp.seeds)), exp.mesh)
+    return multiseed.shard_seeds(multiseed.stack([single] * len(run.seeds)), run.mesh)
 
 
-def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dict | None):
+def online_phase(run: Parts, agents, buffers, step: int, offline_steps: int, state: dict | None):
     """Phase 2: `online_steps` env steps per seed, `utd` updates per env step; returns (agents,
     step, episodes per seed). The env steps run in compiled chunks (`online.compiled_online_chunk`)
     that end at the log, evaluation and checkpoint points; a stop signal takes effect at the
     end of the running chunk (at most `steps_per_call` env steps)."""
-    config, n = exp.config, len(exp.seeds)
+    config, n, mesh = run.config, len(run.seeds), run.mesh
     resumed = state is not None and int(state["online"])
     if resumed:
         env_step = int(state["env_step"])
@@ -149,74 +171,99 @@ def online_phase(exp, agents, buffers, step: int, offline_steps: int, state: dic
     else:
         env_step = 0
         stats = online.OnlineStats.create(np.zeros(n, np.int32), np.full((n, online.RECENT), np.nan))
-    stats = multiseed.shard_seeds(stats, exp.mesh)
+    stats = multiseed.shard_seeds(stats, mesh)
 
-    streams = [multiseed.seed_streams(s) for s in exp.seeds]
-    act_keys = multiseed.shard_seeds(jnp.stack([st["acting"] for st in streams]), exp.mesh)
-    seed_ids = multiseed.shard_seeds(jnp.arange(n, dtype=jnp.int32), exp.mesh)
+    streams = [multiseed.seed_streams(s) for s in run.seeds]
+    act_keys = multiseed.shard_seeds(jnp.stack([st["acting"] for st in streams]), mesh)
+    seed_ids = multiseed.shard_seeds(jnp.arange(n, dtype=jnp.int32), mesh)
     # Episodes start from seeds derived from the env-step count (a resumed run restarts the
     # episodes that a stop interrupted; the env's own state cannot be saved in general).
     env_seeds = [int(jax.random.randint(jax.random.fold_in(st["env_resets"], env_step), (), 0, 2**30))
                  for st in streams]
-    envs = online.HostEnvs(exp.make_env, env_seeds)
-    obs = multiseed.shard_seeds(jnp.asarray(envs.first_obs), exp.mesh)
+    envs = online.HostEnvs(run.source.make_env, env_seeds)
+    obs = multiseed.shard_seeds(jnp.asarray(envs.first_obs), mesh)
     temperature, batch_size = config.online_temperature, config.online_batch_size or config.batch_size
     # The action taken after k env steps is drawn with the seed's acting key folded with k.
-    actions = multiseed.shard_seeds(multiseed.sample_actions(agents, obs[:, None], experiment.fold_keys(act_keys, env_step),
-                                                             temperature)[:, 0], exp.mesh)
+    actions = multiseed.shard_seeds(multiseed.sample_actions(agents, obs[:, None], multiseed.fold_keys(act_keys, env_step),
+                                                             temperature)[:, 0], mesh)
     checked_through = step  # the NaN guard's last checked step
     chunks = {}  # the compiled chunk for each number of updates per env step
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
-              disable=not exp.is_main) as bar:
+              disable=jax.process_index() != 0) as bar:
         while env_step < config.online_steps:
             end = online.chunk_end(env_step, config)
             # Env step k trains only once k > start_training (step_updates per env step).
             step_updates = config.utd if env_step >= config.start_training else 0
             if step_updates not in chunks:  # two at most: before and after start_training
                 chunks[step_updates] = online.compiled_online_chunk(
-                    exp.mesh, envs, envs.first_obs.shape[1], step_updates, batch_size, config.mix_offline, temperature)
+                    mesh, envs, envs.first_obs.shape[1], step_updates, batch_size, config.mix_offline, temperature)
             agents, buffers, stats, obs, actions, metrics = chunks[step_updates](
-                agents, buffers, stats, act_keys, seed_ids, obs, actions, exp.data, env_step, end)
+                agents, buffers, stats, act_keys, seed_ids, obs, actions, run.data, env_step, end)
             step += step_updates * (end - env_step)
             env_step = end
             bar.update(env_step - bar.n)
             if step_updates:
-                exp.check_finite(step, agents, metrics, first=checked_through + 1)
+                stops.check_finite(step, checked_through + 1, agents, metrics, run.checkpointer)
                 checked_through = step
             extra = {"phase": "online", "env_steps": env_step}
             if env_step % config.log_interval == 0 and step_updates:
                 host = multiseed.fetch({"count": stats.episode_count, "recent": stats.recent})
                 online_return = float(np.mean(np.nanmean(host["recent"], axis=1))) if host["count"].min() > 0 else None
-                exp.log_train(step, metrics, {**extra, "online_return": online_return})
-            if exp.due(env_step, config.eval_interval, config.online_steps):
-                bar.set_postfix(score=f"{exp.evaluate(agents, step, extra):.1f}")
-            exp.checkpoint(step, {"agents": agents, "step": step, "online": 1, "offline_steps": offline_steps,
-                                  "env_step": env_step, "buffers": buffers, "episode_count": stats.episode_count,
-                                  "recent_returns": stats.recent}, config.online_steps, counter=env_step)
+                run.writer.write_seeds("train", step, run.seeds, multiseed.fetch(metrics),
+                                       {**extra, "online_return": online_return})
+            if run.evaluator.due(env_step, config.eval_interval, config.online_steps):
+                columns = run.evaluator.evaluate(agents, step)
+                run.writer.write_seeds("eval", step, run.seeds, columns, extra)
+                bar.set_postfix(score=f"{run.evaluator.score(columns):.1f}")
+            if run.checkpointer.due(env_step, config.checkpoint_interval, config.online_steps) or run.signals.name:
+                path = rundir.save(run.checkpointer, step, {
+                    "agents": agents, "step": step, "online": 1, "offline_steps": offline_steps, "env_step": env_step,
+                    "buffers": buffers, "episode_count": stats.episode_count, "recent_returns": stats.recent,
+                    "eval_seconds": run.evaluator.seconds})
+                run.signals.stop_if_asked(step, path)
     envs.close()
     return agents, step, multiseed.fetch(stats.episode_count)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise cli.UserError(f"unexpected positional arguments: {argv[1:]}")
-    experiment.start_jax(FLAGS)
-    config = FLAGS.config
+    cli.check_no_arguments(argv)
+    multiseed.start_jax(FLAGS.num_seeds, FLAGS.distributed)
+    config, began = FLAGS.config, time.perf_counter()
     check_config(config)
-    loop_fields = tuple(f for f in experiment.OFFLINE_FIELDS if f != "max_steps") + FINETUNE_FIELDS
-    with experiment.Experiment.setup(FLAGS, config, workdir_prefix="finetune_", loop_fields=loop_fields) as exp:
-        if exp.make_env is None:
-            raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
-        agents = exp.create_agents(max_steps=config.pretrain_steps + config.online_steps)
-        dims = (len(exp.seeds), exp.data.observations.shape[1], exp.data.actions.shape[1])
-        state = exp.restore(lambda raw: checkpoint_template(agents, bool(int(raw["online"])), *dims))
-        agents, offline_steps = offline_phase(exp, agents, state)
-        buffers = online_buffers(exp, state)
+    loop_fields = tuple(f for f in algorithms.OFFLINE_FIELDS if f != "max_steps") + FINETUNE_FIELDS
+    algorithm = algorithms.algorithm_for(config, loop_fields)
+    seeds = [FLAGS.seed + i for i in range(FLAGS.num_seeds)]
+    mesh = multiseed.run_mesh(len(seeds), FLAGS.num_devices)
+    workdir, resuming = rundir.open_workdir(FLAGS, config, prefix="finetune_")
+    source = sources.load(FLAGS, config)
+    if source.make_env is None:
+        raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
+    print(f"{source.describe()}; {len(seeds)} seed(s) on {mesh.devices.size} {jax.devices()[0].platform} "
+          f"device(s); writing to {workdir}", *source.notes, sep="\n")
+    if not resuming and jax.process_index() == 0:
+        rundir.write_config(workdir, FLAGS, config, source, mesh)
+
+    agents = algorithms.create_agents(algorithm, config, source.data, seeds, mesh,
+                                      max_steps=config.pretrain_steps + config.online_steps)
+    checkpointer = outputs.Checkpointer(workdir, config.keep_checkpoints)
+    dims = (len(seeds), source.data.observations.shape[1], source.data.actions.shape[1])
+    state = rundir.restore(checkpointer, lambda raw: checkpoint_template(agents, bool(int(raw["online"])), *dims))
+    evaluator = evaluate.Evaluator(source.make_env, seeds, config.eval_episodes, source.ref_min, source.ref_max,
+                                   config.get("eval_temperature", 0.0), 0.0 if state is None else float(state["eval_seconds"]))
+    with outputs.MetricsWriter(workdir, config.tensorboard, resume_step=None if state is None else int(state["step"]),
+                               enabled=jax.process_index() == 0) as writer, stops.StopSignals() as signals:
+        run = Parts(config, seeds, mesh, source, multiseed.replicate(source.data, mesh), writer, checkpointer,
+                    evaluator, signals)
+        agents, offline_steps = offline_phase(run, agents, state)
+        buffers = online_buffers(run, state)
         step = int(state["step"]) if state is not None and int(state["online"]) else offline_steps
-        agents, step, episodes = online_phase(exp, exp.algorithm.for_online_phase(agents), buffers, step,
-                                              offline_steps, state)
-        exp.finish(agents, step, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
-                                  "online_episodes_per_seed": [int(c) for c in episodes]})
+        agents, step, episodes = online_phase(run, algorithm.for_online_phase(agents), buffers, step, offline_steps,
+                                              state)
+        rundir.finish(workdir, agents, writer.rows.get("eval", []), step, time.perf_counter() - began,
+                      evaluator.seconds, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
+                                          "online_episodes_per_seed": [int(c) for c in episodes]})
+    if FLAGS.video:  # last: the results are saved whatever rendering does
+        evaluator.video(agents, step, workdir)
 
 
 if __name__ == "__main__":

@@ -12,36 +12,86 @@ Writes to --workdir: config.json, train.csv, eval.csv (a row per seed), tb/ (Ten
 checkpoints/ (every checkpoint_interval steps, on SIGTERM/SIGINT and at the end), agent.msgpack
 (the final agents, stacked on a seed axis) and summary.json. Running the same command again
 with the same --workdir resumes from the newest checkpoint, exactly where it stopped.
-Algorithm details live in learner.py / idql.py; the loop, evaluation and logging in
-harness/experiment.py.
+The algorithm lives in learner.py / idql.py; `train` below is the loop.
 """
 
 import os
+import time
 
+import jax
 from absl import flags
+from tqdm import tqdm
 
-from harness import cli, experiment, multiseed
+from harness import algorithms, cli, evaluate, multiseed, outputs, rundir, sources, stops
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
-experiment.define_run_flags(FLAGS)
+cli.define_run_flags(FLAGS)
 cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "iql_mujoco.py"),
                   "Config file, optionally with a variant: configs/iql_mujoco.py:smoke.", FLAGS)
 
 
+def train(agents, data, config, seeds: list[int], start: int, last_step: int, *, writer, checkpointer, evaluator,
+          signals, state_extra=None, log_extra=None, eval_extra=None, eval_interval=None, desc="offline"):
+    """Offline training from step `start` to `last_step`, all seeds at once: `steps_per_call`
+    updates per compiled call (`update_n`: a `lax.scan` of sample + fused update), then, between
+    calls, the NaN guard, train.csv rows, an evaluation, a checkpoint, and the stop signal.
+
+    Checkpoints hold {"agents", "step", "eval_seconds", **state_extra}; `log_extra` / `eval_extra`
+    are extra columns of train.csv / eval.csv rows. Returns the trained agents."""
+    k, eval_interval = config.steps_per_call, eval_interval or config.eval_interval
+    with tqdm(total=last_step, initial=start, unit="step", desc=desc, dynamic_ncols=True,
+              disable=jax.process_index() != 0) as bar:
+        for step in range(start + k, last_step + 1, k):
+            agents, metrics = multiseed.update_n(agents, data, k, config.batch_size)
+            stops.check_finite(step, step - k + 1, agents, metrics, checkpointer)
+            bar.update(k)
+            if step % config.log_interval == 0:
+                writer.write_seeds("train", step, seeds, multiseed.fetch(metrics), log_extra)
+            if evaluator.due(step, eval_interval, last_step):
+                columns = evaluator.evaluate(agents, step)
+                writer.write_seeds("eval", step, seeds, columns, eval_extra)
+                bar.set_postfix(score=f"{evaluator.score(columns):.1f}")
+            if checkpointer.due(step, config.checkpoint_interval, last_step) or signals.name:
+                path = rundir.save(checkpointer, step, {"agents": agents, "step": step,
+                                                        "eval_seconds": evaluator.seconds, **(state_extra or {})})
+                signals.stop_if_asked(step, path)
+    return agents
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise cli.UserError(f"unexpected positional arguments: {argv[1:]}")
-    experiment.start_jax(FLAGS)
-    config = FLAGS.config
-    experiment.check_intervals(config)
-    with experiment.Experiment.setup(FLAGS, config) as exp:
-        agents, start = exp.create_agents(), 0
-        state = exp.restore({"agents": agents, "step": 0})
-        if state is not None:
-            agents, start = multiseed.shard_seeds(state["agents"], exp.mesh), int(state["step"])
-        desc = config.algo if len(exp.seeds) == 1 else f"{config.algo} x{len(exp.seeds)} seeds"
-        agents = exp.offline_loop(agents, start, config.max_steps, desc=desc)
-        exp.finish(agents, config.max_steps)
+    cli.check_no_arguments(argv)
+    multiseed.start_jax(FLAGS.num_seeds, FLAGS.distributed)
+    config, began = FLAGS.config, time.perf_counter()
+    algorithm = algorithms.algorithm_for(config)
+    algorithms.check_intervals(config)
+    seeds = [FLAGS.seed + i for i in range(FLAGS.num_seeds)]
+    mesh = multiseed.run_mesh(len(seeds), FLAGS.num_devices)
+    workdir, resuming = rundir.open_workdir(FLAGS, config)
+    source = sources.load(FLAGS, config)
+    print(f"{source.describe()}; {len(seeds)} seed(s) on {mesh.devices.size} {jax.devices()[0].platform} "
+          f"device(s); writing to {workdir}", *source.notes, sep="\n")
+    if not resuming and jax.process_index() == 0:
+        rundir.write_config(workdir, FLAGS, config, source, mesh)
+
+    data = multiseed.replicate(source.data, mesh)
+    agents = algorithms.create_agents(algorithm, config, source.data, seeds, mesh)
+    checkpointer = outputs.Checkpointer(workdir, config.keep_checkpoints)
+    state = rundir.restore(checkpointer, {"agents": agents, "step": 0, "eval_seconds": 0.0})
+    start = 0 if state is None else int(state["step"])
+    if state is not None:
+        agents = multiseed.shard_seeds(state["agents"], mesh)
+    evaluator = evaluate.Evaluator(source.make_env, seeds, config.eval_episodes, source.ref_min, source.ref_max,
+                                   config.get("eval_temperature", 0.0), 0.0 if state is None else float(state["eval_seconds"]))
+
+    with outputs.MetricsWriter(workdir, config.tensorboard, resume_step=start if state is not None else None,
+                               enabled=jax.process_index() == 0) as writer, stops.StopSignals() as signals:
+        desc = config.algo if len(seeds) == 1 else f"{config.algo} x{len(seeds)} seeds"
+        agents = train(agents, data, config, seeds, start, config.max_steps, writer=writer, checkpointer=checkpointer,
+                       evaluator=evaluator, signals=signals, desc=desc)
+        rundir.finish(workdir, agents, writer.rows.get("eval", []), config.max_steps, time.perf_counter() - began,
+                      evaluator.seconds)
+    if FLAGS.video:  # last: the results are saved whatever rendering does
+        evaluator.video(agents, config.max_steps, workdir)
 
 
 if __name__ == "__main__":

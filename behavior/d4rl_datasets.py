@@ -203,6 +203,6 @@ def ensure_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
         return False
     parse_kind(kind)
     print(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; building it ({steps:,} steps, "
-          "~15 min on one CPU core)")
+          "~7 min on one CPU core)")
     make_dataset(kind, steps, seed)
     return True

@@ -15,7 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
     """The fields every IQL and IDQL run has: the critic and value nets, the data, the loop.
     The actor's fields and the training budget are added by each config."""
     config = ml_collections.ConfigDict()
-    # Which agent class trains (the explicit table ALGORITHMS in harness/experiment.py).
+    # Which agent class trains (the explicit table ALGORITHMS in harness/algorithms.py).
     config.algo = "iql"
 
     # --- Agent (IQLLearner.create / IDQLLearner.create read the fields of their DEFAULTS) ---

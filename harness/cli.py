@@ -107,3 +107,32 @@ def run(main: Callable[[list[str]], None], flag_values: flags.FlagValues) -> Non
             sys.exit(0 if e.signal_name == "SIGTERM" else 130)
 
     app.run(guarded, flags_parser=parser)
+
+
+def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0") -> None:
+    """The flags both training scripts take (everything but --config and their own)."""
+    flags.DEFINE_string("dataset", default_dataset,
+                        "Minari dataset id, or a path to a .hdf5/.h5/.npz file. Ids local/<env>/<kind>-v0 and "
+                        "local/antmaze|pointmaze/<kind>-v1 with shipped behavior policies (see behavior/collect.py) "
+                        "are built on first use.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "Folder for everything the run writes; an existing one with checkpoints is "
+                        "resumed (default: runs/<algo>_<dataset>_seed<seed>).", flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from it.", flag_values=flag_values)
+    flags.DEFINE_integer("num_seeds", 1, "Train seeds seed .. seed+num_seeds-1 together in this process.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("num_devices", 0, "Devices to split the seeds over (0: as many as divide num_seeds).",
+                         flag_values=flag_values)
+    flags.DEFINE_string("env_name", None, "Gymnasium id of the env (needed for .hdf5/.npz datasets).",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("allow_config_change", False, "Resume a work directory's checkpoints even though the config "
+                      "or flags differ from the run that wrote them.", flag_values=flag_values)
+    flags.DEFINE_bool("video", False, "At the end, render one evaluation episode of the first seed to "
+                      "<workdir>/video.mp4 (MuJoCo needs MUJOCO_GL=egl or osmesa).", flag_values=flag_values)
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host jobs).",
+                      flag_values=flag_values)
+
+
+def check_no_arguments(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected positional arguments: {argv[1:]}")

@@ -3,8 +3,6 @@
 - `MetricsWriter`: one row per call to `<kind>.csv` (`train.csv`, `eval.csv`) with columns
   `step,seed,<scalars>`, and the same scalars to TensorBoard (one event folder per seed
   under `tb/`, so seeds show as separate runs).
-- `summarize`: the final `summary.json` (last and best normalised score per seed, and their
-  mean and std over seeds).
 - `write_json`, `write_text`, `save_pytree`, `load_pytree`: atomic JSON and msgpack files (no pickle).
 - `Checkpointer`: whole-run checkpoints, written atomically, the newest few kept.
 """
@@ -104,15 +102,15 @@ class MetricsWriter:
     """
 
     def __init__(self, workdir: str, tensorboard: bool = True, append: bool = False,
-                 resume_step: Optional[int] = None):
-        self.workdir = workdir
+                 resume_step: Optional[int] = None, enabled: bool = True):
+        self.workdir, self.enabled = workdir, enabled  # disabled: every process but the first writes nothing
         self._append = append or resume_step is not None
         self._files: dict[str, Any] = {}
         self._writers: dict[str, csv.DictWriter] = {}
         self._tensorboard = tensorboard
         self._tb: dict[int, Any] = {}
         self.rows: dict[str, list[dict]] = {}
-        if resume_step is not None:
+        if resume_step is not None and enabled:
             for kind in ("train", "eval"):
                 self._truncate(kind, resume_step)
 
@@ -138,8 +136,19 @@ class MetricsWriter:
             self._tb[seed] = SummaryWriter(os.path.join(self.workdir, "tb", f"seed_{seed}"))
         return self._tb[seed]
 
+    def write_seeds(self, kind: str, step: int, seeds: list[int], columns: Optional[dict],
+                    extra: Optional[dict] = None) -> None:
+        """One row per seed: {step, seed, **{name: columns[name][i]}, **extra} (columns hold a
+        value per seed, e.g. the training metrics fetched from the device)."""
+        if columns is None:
+            return
+        for i, seed in enumerate(seeds):
+            self.write(kind, step, seed, {**{k: v[i] for k, v in columns.items()}, **(extra or {})})
+
     def write(self, kind: str, step: int, seed: int, scalars: dict) -> None:
         """Append one row {step, seed, **scalars}; None values are written as empty cells."""
+        if not self.enabled:
+            return
         row = {"step": int(step), "seed": int(seed), **{k: _scalar(v) for k, v in scalars.items()}}
         if kind not in self._writers:
             path = os.path.join(self.workdir, f"{kind}.csv")
@@ -172,42 +181,13 @@ class MetricsWriter:
             f.close()
         for tb in self._tb.values():
             tb.close()
+        self._files, self._writers, self._tb = {}, {}, {}
 
+    def __enter__(self) -> "MetricsWriter":
+        return self
 
-def summarize(eval_rows: list[dict]) -> dict:
-    """Last and best score per seed, and their mean/std over seeds.
-
-    Uses `normalized_score` when every row has one, else the raw `return` (and says so); with
-    a `success_rate` column (maze envs), also the last success rate per seed and over seeds.
-    """
-    if not eval_rows:
-        return {"metric": None, "per_seed": {}}
-    use_norm = all(r.get("normalized_score") is not None for r in eval_rows)
-    metric = "normalized_score" if use_norm else "return"
-    with_success = all(r.get("success_rate") is not None for r in eval_rows)  # maze envs
-    per_seed: dict[int, dict] = {}
-    for r in sorted(eval_rows, key=lambda r: (r["seed"], r["step"])):
-        s = per_seed.setdefault(r["seed"], {"best": -math.inf})
-        s["last"], s["last_step"] = r[metric], r["step"]
-        s["best"] = max(s["best"], r[metric])
-        if with_success:
-            s["last_success_rate"] = r["success_rate"]
-    last = np.array([s["last"] for s in per_seed.values()])
-    best = np.array([s["best"] for s in per_seed.values()])
-    extra = {}
-    if with_success:
-        rates = np.array([s["last_success_rate"] for s in per_seed.values()])
-        extra = {"last_success_rate_mean": float(rates.mean()), "last_success_rate_std": float(rates.std())}
-    return {
-        "metric": metric,
-        "per_seed": {str(k): v for k, v in per_seed.items()},
-        "last_mean": float(last.mean()),
-        "last_std": float(last.std()),
-        "best_mean": float(best.mean()),
-        "best_std": float(best.std()),
-        "num_seeds": len(per_seed),
-        **extra,
-    }
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 class Checkpointer:
@@ -247,3 +227,8 @@ class Checkpointer:
             except (OSError, ValueError) as e:
                 print(f"skipping unreadable checkpoint {self.path(step)}: {e}")
         return None
+
+    def due(self, step: int, interval: int, last_step: int) -> bool:
+        """Whether the loop saves at `step`: every `interval` steps (0: never) and at the end."""
+        return step == last_step or bool(interval and step % interval == 0)
+

@@ -3,7 +3,9 @@ on first use from the shipped policies or the maze controllers), or a D4RL-forma
 the env named by --env_name or inferred from a D4RL file name.
 """
 
+import dataclasses
 import os
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -76,3 +78,46 @@ def load_data(flag_values, config) -> tuple:
     if info.dropped_timeout_rows:
         notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
     return data, info, make_env, notes, inferred
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A run's data and evaluation env, checked against each other."""
+
+    data: Any  # dataset.Dataset on the host
+    info: Any  # dataset.DatasetInfo
+    make_env: Optional[Callable]  # the evaluation env (acting in [-1, 1]), or None
+    ref_min: Optional[float]  # reference returns of the normalised score
+    ref_max: Optional[float]
+    notes: tuple  # what was assumed or changed, to print
+
+    def describe(self) -> str:
+        data, info = self.data, self.info
+        return (f"{info.name}: {data.size} transitions, {info.num_episodes} episodes, obs "
+                f"{data.observations.shape[1]}, act {data.actions.shape[1]}; rewards x{info.reward_scale:.4g} "
+                f"{info.reward_shift:+g}; reference returns {self.ref_min} / {self.ref_max}")
+
+
+def load(flag_values, config) -> Source:
+    """`load_data`, then the checks a run needs: the batch fits the data, and the evaluation env
+    (when there is one or evaluation is asked for) takes the data's observations and actions."""
+    data, info, make_env, notes, env_inferred = load_data(flag_values, config)
+    if config.batch_size > data.size:
+        raise UserError(f"config.batch_size={config.batch_size} is larger than the dataset ({data.size} transitions)")
+    ref_min = config.ref_min_score if config.ref_min_score is not None else info.ref_min_score
+    ref_max = config.ref_max_score if config.ref_max_score is not None else info.ref_max_score
+    if make_env is not None or config.eval_episodes > 0:
+        if make_env is None:
+            raise UserError(f"{flag_values.dataset} names no evaluation env: pass --env_name (e.g. Hopper-v5) "
+                            "or set config.eval_episodes=0")
+        try:
+            env = make_env()
+            evaluation.check_env(env, data.observations.shape[1], data.actions.shape[1])
+            env.close()
+        except Exception as e:  # unknown env id, missing extras, wrong shapes
+            if not (env_inferred and config.eval_episodes == 0):
+                raise UserError(f"evaluation env: {type(e).__name__}: {e}") from e
+            # A file merely named like D4RL data, and no evaluation asked for: train without an env.
+            notes.append(f"(the env inferred from the file's name does not fit the data: {e}; no evaluation env)")
+            make_env = None
+    return Source(data, info, make_env, ref_min, ref_max, tuple(notes))

@@ -10,7 +10,7 @@ import dataset as dataset_lib
 import idql
 import networks
 from configs import idql_mujoco, iql_mujoco
-from harness import experiment, multiseed
+from harness import evaluate, multiseed
 from idql import IDQLLearner
 from learner import IQLLearner
 
@@ -202,17 +202,14 @@ def test_evaluation_draws_new_candidates_at_every_env_step_and_evaluation():
     mesh = multiseed.make_mesh(2, 1)
     create = lambda key: IDQLLearner.create(key, data.observations[0], data.actions[0], IDQLLearner.fields(config))  # noqa: E731
     agents = multiseed.create_agents(create, [0, 1], mesh)
-    exp = experiment.Experiment(config=config, seeds=[0, 1], workdir="", mesh=mesh, data=None, info=None,
-                                ref_min=None, ref_max=None, make_env=None, algorithm=experiment.ALGORITHMS["idql"],
-                                writer=None, is_main=True,
-                                eval_keys=[multiseed.seed_streams(s)["evaluation"] for s in (0, 1)])
+    evaluator = evaluate.Evaluator(None, [0, 1], 3, None, None, temperature=config.eval_temperature)
     obs = np.ones((2 * 3, 2), np.float32)  # 2 seeds x 3 episodes, all in the same state
-    policy = exp._policy(agents, 3, step=1000)
+    policy = evaluator.policy(agents, 3, step=1000)
     first, second = policy(obs), policy(obs)
     assert first.shape == (6, 1) and not np.allclose(first, second)
-    again = exp._policy(agents, 3, step=1000)(obs)
+    again = evaluator.policy(agents, 3, step=1000)(obs)
     np.testing.assert_array_equal(first, again)  # a pure function of (seed, step, call)
-    assert not np.allclose(first, exp._policy(agents, 3, step=2000)(obs))
+    assert not np.allclose(first, evaluator.policy(agents, 3, step=2000)(obs))
 
 
 def test_time_feature_table_equals_per_row_time_features():

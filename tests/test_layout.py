@@ -16,7 +16,7 @@ BEHAVIOR_LIBRARIES = ("behavior.sac", "behavior.datasets", "behavior.mazes", "be
                       "behavior.d4rl_datasets")
 SCRIPTS = ("train_offline", "train_finetune", "behavior.collect", "behavior.train_behavior", "tools.bench",
            "tools.suite", "tools.plot")
-LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.experiment",
+LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.algorithms", "harness.evaluate", "harness.rundir", "harness.stops",
              "harness.multiseed", "harness.online", "harness.outputs", "harness.sources", *BEHAVIOR_LIBRARIES)
 
 STANDALONE = r'''

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, parse_flags, read_csv, run_main
 
 import train_offline
-from harness import cli, experiment, multiseed, outputs
+from harness import algorithms, cli, multiseed, outputs
 from learner import IQLLearner
 
 SMOKE = f"--config={ROOT}/configs/iql_mujoco.py:smoke"
@@ -153,15 +153,15 @@ def test_every_shipped_config_field_is_read_by_its_run():
                          iql_kitchen, iql_mujoco, iql_mujoco_finetune)
     import train_finetune
 
-    finetune_loop = tuple(f for f in experiment.OFFLINE_FIELDS if f != "max_steps") + train_finetune.FINETUNE_FIELDS
-    for module, loop in ((iql_mujoco, experiment.OFFLINE_FIELDS), (iql_antmaze, experiment.OFFLINE_FIELDS),
-                         (iql_kitchen, experiment.OFFLINE_FIELDS), (idql_mujoco, experiment.OFFLINE_FIELDS),
-                         (idql_antmaze, experiment.OFFLINE_FIELDS), (iql_mujoco_finetune, finetune_loop),
+    finetune_loop = tuple(f for f in algorithms.OFFLINE_FIELDS if f != "max_steps") + train_finetune.FINETUNE_FIELDS
+    for module, loop in ((iql_mujoco, algorithms.OFFLINE_FIELDS), (iql_antmaze, algorithms.OFFLINE_FIELDS),
+                         (iql_kitchen, algorithms.OFFLINE_FIELDS), (idql_mujoco, algorithms.OFFLINE_FIELDS),
+                         (idql_antmaze, algorithms.OFFLINE_FIELDS), (iql_mujoco_finetune, finetune_loop),
                          (iql_antmaze_finetune, finetune_loop), (idql_mujoco_finetune, finetune_loop)):
         for variant in ("", "smoke"):
             config = module.get_config(variant)
-            agent = experiment.ALGORITHMS[config.algo].agent_class
-            cli.check_fields(config, {*agent.fields(dict.fromkeys(config)), *experiment.DATA_FIELDS, *loop})
+            agent = algorithms.ALGORITHMS[config.algo].agent_class
+            cli.check_fields(config, {*agent.fields(dict.fromkeys(config)), *algorithms.DATA_FIELDS, *loop})
             assert ("beta" in config) == (config.algo == "iql")  # IDQL's configs never held IQL's actor fields
 
 
@@ -272,9 +272,9 @@ def test_signal_handlers_are_restored_when_a_run_ends(minari_root, tmp_path, mon
         assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
 
         # A run stopped by SIGINT (sent from inside its loop) saves, stops and gives them back too.
-        log_train = experiment.Experiment.log_train
-        monkeypatch.setattr(experiment.Experiment, "log_train",
-                            lambda self, *a, **k: (log_train(self, *a, **k), os.kill(os.getpid(), signal.SIGINT)))
+        write_seeds = outputs.MetricsWriter.write_seeds
+        monkeypatch.setattr(outputs.MetricsWriter, "write_seeds",
+                            lambda self, *a, **k: (write_seeds(self, *a, **k), os.kill(os.getpid(), signal.SIGINT)))
         with pytest.raises(cli.Stopped, match="stopped by SIGINT at step 50"):
             run_main(train_offline, *args, f"--workdir={tmp_path / 'stopped'}")
         assert caught == []  # the run's handler took that one

@@ -24,7 +24,7 @@ import re
 import numpy as np
 from absl import flags
 
-from harness import cli, outputs
+from harness import cli, outputs, rundir
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_list("workdirs", None, "Work directories, or glob patterns matching them.", flag_values=FLAGS)
@@ -134,7 +134,7 @@ def table(pooled: dict) -> str:
             if not rows:
                 cells.append("")
                 continue
-            s = outputs.summarize(rows)
+            s = rundir.summarize(rows)
             metrics.add(s["metric"])
             if s["num_seeds"] == 1:  # no spread to show
                 cells.append(f"{s['last_mean']:.1f} ({s['best_mean']:.1f})")
