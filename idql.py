@@ -311,12 +311,14 @@ class IDQLLearner(struct.PyTreeNode):
         return jnp.take_along_axis(candidates, index[:, None, None], axis=1)[:, 0]
 
     @jax.jit
-    def sample_actions(self, observations: jax.Array, key: jax.Array, temperature=1.0) -> jax.Array:
+    def sample_actions(self, observations: jax.Array, key: jax.Array, temperature=None) -> jax.Array:
         """Actions for (..., obs_dim) observations; all of acting in one compiled call.
 
-        `temperature` scales the reverse process's noise (IDQL uses 1; 0 keeps only the
-        randomness of the starting noise x_T).
+        Without `temperature` (as with IQLLearner): the evaluation action, here the authors'
+        (the reverse process at noise scale 1, then selection). `temperature` scales the reverse
+        process's noise (0 keeps only the randomness of the starting noise x_T).
         """
+        temperature = 1.0 if temperature is None else temperature
         flat = observations.reshape(-1, observations.shape[-1])
         sample_key, select_key = jax.random.split(key)
         actions = self.select(flat, self.sample_candidates(flat, sample_key, temperature), select_key)

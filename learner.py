@@ -374,12 +374,13 @@ class IQLLearner(struct.PyTreeNode):
 
     @jax.jit
     def sample_actions(
-        self, observations: jax.Array, key: jax.Array, temperature: float | jax.Array = 0.0
+        self, observations: jax.Array, key: jax.Array, temperature: Optional[float | jax.Array] = None
     ) -> jax.Array:
         """Actions for (..., obs_dim) observations: mean + temperature * std * noise in [-1, 1].
 
-        temperature 0 returns the policy mean (evaluation); 1 samples the full Gaussian
-        (online data collection).
+        Without `temperature` (as with IDQLLearner): the evaluation action, here the policy mean
+        (temperature 0); 1 samples the full Gaussian (online data collection).
         """
+        temperature = 0.0 if temperature is None else temperature
         means, log_stds = self.actor.apply_fn({"params": self.actor.params}, observations)
         return gaussian_sample(key, means, log_stds, temperature)

@@ -249,7 +249,7 @@ def main(argv):
     dims = (len(seeds), source.data.observations.shape[1], source.data.actions.shape[1])
     state = rundir.restore(checkpointer, lambda raw: checkpoint_template(agents, bool(int(raw["online"])), *dims))
     evaluator = evaluate.Evaluator(source.make_env, seeds, config.eval_episodes, source.ref_min, source.ref_max,
-                                   config.get("eval_temperature", 0.0), 0.0 if state is None else float(state["eval_seconds"]))
+                                   config.get("eval_temperature"), 0.0 if state is None else float(state["eval_seconds"]))
     with outputs.MetricsWriter(workdir, config.tensorboard, resume_step=None if state is None else int(state["step"]),
                                enabled=jax.process_index() == 0) as writer, stops.StopSignals() as signals:
         run = Parts(config, seeds, mesh, source, multiseed.replicate(source.data, mesh), writer, checkpointer,

@@ -81,7 +81,7 @@ def main(argv):
     if state is not None:
         agents = multiseed.shard_seeds(state["agents"], mesh)
     evaluator = evaluate.Evaluator(source.make_env, seeds, config.eval_episodes, source.ref_min, source.ref_max,
-                                   config.get("eval_temperature", 0.0), 0.0 if state is None else float(state["eval_seconds"]))
+                                   config.get("eval_temperature"), 0.0 if state is None else float(state["eval_seconds"]))
 
     with outputs.MetricsWriter(workdir, config.tensorboard, resume_step=start if state is not None else None,
                                enabled=jax.process_index() == 0) as writer, stops.StopSignals() as signals:

@@ -19,7 +19,8 @@ class Evaluator:
     """`evaluate(agents, step)` -> per-seed columns of eval.csv; `video(agents, step, path)`."""
 
     def __init__(self, make_env: Optional[Callable], seeds: list[int], episodes: int, ref_min, ref_max,
-                 temperature: float = 0.0, seconds: float = 0.0):
+                 temperature: Optional[float] = None, seconds: float = 0.0):
+        """`temperature` None: each agent's own evaluation action (`sample_actions` without one)."""
         self.make_env, self.seeds, self.episodes = make_env, list(seeds), episodes
         self.ref_min, self.ref_max, self.temperature = ref_min, ref_max, temperature
         self.keys = [multiseed.seed_streams(s)["evaluation"] for s in self.seeds]

@@ -136,9 +136,9 @@ def update_n(agents: Any, data: Any, num_steps: int, batch_size: int) -> tuple[A
 
 
 @jax.jit
-def sample_actions(agents: Any, observations: jax.Array, keys: jax.Array, temperature: float = 0.0) -> jax.Array:
+def sample_actions(agents: Any, observations: jax.Array, keys: jax.Array, temperature=None) -> jax.Array:
     """Actions for observations (num_seeds, n, obs_dim), each seed acting with its own agent
-    and its own key (`keys` has the seed axis)."""
+    and its own key (`keys` has the seed axis); without `temperature`, the evaluation action."""
     return jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key, temperature))(agents, observations, keys)
 
 

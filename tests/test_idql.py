@@ -226,3 +226,17 @@ def test_time_feature_table_equals_per_row_time_features():
     grads = [jax.grad(lambda p, m=m: (m.apply(p, a, s, t) ** 2).sum())(params) for m in (table_model, row_model)]
     for g1, g2 in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-5)
+
+
+def test_sample_actions_without_a_temperature_is_each_agents_evaluation_action():
+    """IQL evaluates with the policy mean (temperature 0), IDQL with its authors' sampler
+    (temperature 1): called without a temperature, each gives its own evaluation action."""
+    data = bimodal_data(200)
+    obs, key = data.observations[:4], jax.random.key(5)
+    iql = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], hidden_dims=(16, 16))
+    np.testing.assert_array_equal(iql.sample_actions(obs, key), iql.sample_actions(obs, key, 0.0))
+    assert not np.allclose(iql.sample_actions(obs, key), iql.sample_actions(obs, key, 1.0))
+    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0],
+                               IDQLLearner.fields(idql_config(num_samples=4)))
+    np.testing.assert_array_equal(agent.sample_actions(obs, key), agent.sample_actions(obs, key, 1.0))
+    assert not np.allclose(agent.sample_actions(obs, key), agent.sample_actions(obs, key, 0.0))
