@@ -34,7 +34,7 @@ from tqdm import tqdm
 import dataset as dataset_lib
 from dataset import DatasetError
 from behavior import d4rl_antmaze as antmaze
-from behavior.datasets import SHIPPED, Behavior, make_policy
+from behavior.datasets import SHIPPED, Behavior, make_policy, make_room
 
 NAMESPACE = "local/d4rl-antmaze"
 KINDS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse")
@@ -148,11 +148,8 @@ def make_dataset(kind: str, steps: int = 1_000_000, seed: int = 0, num_envs: int
 
     maze, anywhere, goal_cells = parse_kind(kind)
     ds_id = f"{NAMESPACE}/{kind}-v0"
-    if ds_id in minari.list_local_datasets():
-        if not overwrite:
-            print(f"{ds_id} already exists in {dataset_lib.minari_root()}; keeping it (--overwrite replaces it)")
-            return ds_id
-        minari.delete_dataset(ds_id)
+    if not make_room(ds_id, overwrite):
+        return ds_id
     act = controller(behavior_dir or CONTROLLER, step=step)
     key = jax.random.fold_in(jax.random.key(seed), KINDS.index(kind))
     goal_key, drive_key = jax.random.split(key)

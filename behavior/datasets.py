@@ -130,6 +130,20 @@ class Behavior:
             json.dump([s for s in self.snapshots if s["step"] in needed], f, indent=2)
 
 
+def make_room(ds_id: str, overwrite: bool) -> bool:
+    """Whether to record `ds_id`: True when it is not in the local Minari root, or it is and
+    `overwrite` deletes it; False (keeping it, and saying so) otherwise."""
+    import minari  # heavy: imported when a dataset is made
+
+    if ds_id not in minari.list_local_datasets():
+        return True
+    if not overwrite:
+        print(f"{ds_id} already exists in {dataset_lib.minari_root()}; keeping it (--overwrite replaces it)")
+        return False
+    minari.delete_dataset(ds_id)
+    return True
+
+
 def make_policy(behavior: Behavior, step: int | None, action_dim: int, deterministic: bool = False):
     """A jitted (observations, key) -> actions in [-1, 1]; `step` None is the random policy."""
     if step is None:
@@ -209,12 +223,9 @@ def make_datasets(env_id: str, behavior: Behavior, kinds, namespace: str, steps:
     made = []
     for kind in kinds:
         ds_id = dataset_id(namespace, env_id, kind)
-        if ds_id in minari.list_local_datasets():
-            if not overwrite:
-                print(f"{ds_id} already exists in {dataset_lib.minari_root()}; keeping it (--overwrite replaces it)")
-                made.append(ds_id)
-                continue
-            minari.delete_dataset(ds_id)
+        if not make_room(ds_id, overwrite):
+            made.append(ds_id)
+            continue
         segments = behavior.segments(kind, steps)
         collectors = [minari.DataCollector(evaluation.make_env(env_id)) for _ in range(num_envs)]
         try:

@@ -45,7 +45,7 @@ from tqdm import tqdm
 import dataset as dataset_lib
 from dataset import DatasetError
 from behavior import d4rl_antmaze, goal_ant
-from behavior.datasets import SHIPPED, Behavior, make_policy
+from behavior.datasets import SHIPPED, Behavior, make_policy, make_room
 from evaluation import register_robotics
 
 FAMILIES = {"antmaze": "AntMaze_UMaze-v4", "pointmaze": "PointMaze_UMaze-v3"}  # the env classes; maps are ours
@@ -319,11 +319,8 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
     if version not in VERSIONS:
         raise DatasetError(f"unknown maze dataset version {version}; choose from {VERSIONS} (see behavior/mazes.py)")
     ds_id = f"{namespace}/{family}/{kind}-v{version}"
-    if ds_id in minari.list_local_datasets():
-        if not overwrite:
-            print(f"{ds_id} already exists in {dataset_lib.minari_root()}; keeping it (--overwrite replaces it)")
-            return ds_id
-        minari.delete_dataset(ds_id)
+    if not make_room(ds_id, overwrite):
+        return ds_id
     controller = controller_for(family, behavior_dir, noise)
     pairs = pairs or cell_pairs(maze, regime)
     collectors = [minari.DataCollector(EvaluationGoal(make_env(family, maze, evaluation=False), EVAL_CELLS[maze][1],

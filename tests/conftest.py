@@ -46,18 +46,26 @@ def collect_random(dataset_id: str, env_id: str = "Hopper-v5", steps: int = 600,
     )
 
 
-@pytest.fixture(scope="session")
-def minari_root(tmp_path_factory):
-    """A private Minari root holding 'test/hopper/random-v0' (600 random Hopper steps)."""
-    root = tmp_path_factory.mktemp("minari")
+def private_minari_root(tmp_path_factory, name: str):
+    """A fresh Minari root for the tests of a fixture's scope (a generator: yield from it)."""
+    root = tmp_path_factory.mktemp(name)
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(root)
-    collect_random("test/hopper/random-v0")
     yield root
     if old is None:
         os.environ.pop("MINARI_DATASETS_PATH", None)
     else:
         os.environ["MINARI_DATASETS_PATH"] = old
+
+
+@pytest.fixture(scope="session")
+def minari_root(tmp_path_factory):
+    """A private Minari root holding 'test/hopper/random-v0' (600 random Hopper steps)."""
+    roots = private_minari_root(tmp_path_factory, "minari")
+    root = next(roots)
+    collect_random("test/hopper/random-v0")
+    yield root
+    next(roots, None)
 
 
 @pytest.fixture

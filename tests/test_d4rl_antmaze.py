@@ -2,7 +2,6 @@
 (behavior/d4rl_datasets.py): the model's parameters, the time step, the start, goal and success
 rules, the planner, and a tiny dataset with D4RL's relabelling."""
 
-import os
 import types
 
 import gymnasium as gym
@@ -10,7 +9,7 @@ import minari
 import mujoco
 import numpy as np
 import pytest
-from conftest import ROOT, read_csv, run_main
+from conftest import ROOT, private_minari_root, read_csv, run_main
 from test_mazes import untrained_ant_policy
 
 import dataset as dataset_lib
@@ -25,14 +24,7 @@ from dataset import DatasetError
 
 @pytest.fixture(scope="module")
 def d4rl_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("d4rl_antmaze")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("MINARI_DATASETS_PATH", None)
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = old
+    yield from private_minari_root(tmp_path_factory, "d4rl_antmaze")
 
 
 def test_model_has_d4rl_parameters():

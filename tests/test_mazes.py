@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import minari
 import numpy as np
 import pytest
-from conftest import ROOT, read_csv, run_main
+from conftest import ROOT, private_minari_root, read_csv, run_main
 
 import dataset as dataset_lib
 import evaluation
@@ -26,14 +26,7 @@ S, M, G = (1, 1), (2, 3), (3, 1)  # umaze: D4RL's start and goal, and the corrid
 
 @pytest.fixture(scope="module")
 def maze_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mazes")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("MINARI_DATASETS_PATH", None)
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = old
+    yield from private_minari_root(tmp_path_factory, "mazes")
 
 
 def untrained_ant_policy(folder) -> str:
