@@ -40,7 +40,7 @@ def check_fields(config, known) -> None:
     for name in config:
         if name not in known:
             near = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"; did you mean config.{near[0]}?" if near else ""
+            hint = f"; did you mean config.{near[0]}?" if near else "."
             raise UserError(f"config.{name} is not read by this run (its agent, data or loop){hint} Known fields: "
                             f"{', '.join(sorted(known))}")
 
