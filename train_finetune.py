@@ -11,8 +11,9 @@ config and seeds). Phase 2 (online): `online_steps` environment steps per seed, 
 the stochastic policy, each transition stored in a replay buffer seeded with the whole dataset
 (or, with `mix_offline`, batches half offline, half online), rewards transformed exactly as
 offline, `mask = 1 - terminated` (a time-limit truncation still bootstraps and ends the
-episode), and `utd` gradient steps per environment step. Steps count on; eval.csv and
-train.csv carry a `phase` and an `env_steps` column so both phases share one x-axis.
+episode), and `utd` gradient steps per environment step. The run's step counts the offline
+gradient steps, then one per env step (the x-axis of both phases; eval.csv and train.csv also
+carry `phase` and `env_steps` columns).
 """
 
 import dataclasses
@@ -66,11 +67,11 @@ def check_config(config) -> None:
         raise cli.UserError("config.start_training and config.online_temperature must be >= 0")
 
 
-def checkpoint_template(agents, online: bool, num_seeds: int, obs_dim: int, action_dim: int) -> dict:
+def checkpoint_template(agents, in_online: bool, num_seeds: int, obs_dim: int, action_dim: int) -> dict:
     """The checkpoint's structure: the offline phase saves the agents; the online phase also the
     replay buffers and the online counters (array shapes come from the file)."""
-    template = {"agents": agents, "step": 0, "online": int(online), "eval_seconds": 0.0}
-    if online:
+    template = {"agents": agents, "step": 0, "online": int(in_online), "eval_seconds": 0.0}
+    if in_online:
         template.update(offline_steps=0, env_step=0, buffers=multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * num_seeds),
                         episode_count=np.zeros(num_seeds, np.int32), recent_returns=np.zeros((num_seeds, online.RECENT)))
     return template
@@ -158,71 +159,74 @@ def online_buffers(run: Parts, state: dict | None):
     return multiseed.shard_seeds(multiseed.stack([single] * len(run.seeds)), run.mesh)
 
 
-def online_phase(run: Parts, agents, buffers, step: int, offline_steps: int, state: dict | None):
-    """Phase 2: `online_steps` env steps per seed, `utd` updates per env step; returns (agents,
-    step, episodes per seed). The env steps run in compiled chunks (`online.compiled_online_chunk`)
-    that end at the log, evaluation and checkpoint points; a stop signal takes effect at the
-    end of the running chunk (at most `steps_per_call` env steps)."""
+def online_phase(run: Parts, agents, buffers, offline_steps: int, state: dict | None):
+    """Phase 2: `online_steps` env steps per seed (harness/online.py has the pieces of one); returns
+    (agents, step, episodes per seed). The run's step counts on from the offline phase, one per
+    env step, so logs, evaluations and checkpoints in this phase fall every `*_interval` env
+    steps and are named by `offline_steps + env_step`."""
     config, n, mesh = run.config, len(run.seeds), run.mesh
-    resumed = state is not None and int(state["online"])
-    if resumed:
+    if state is not None and int(state["online"]):
         env_step = int(state["env_step"])
         stats = online.OnlineStats.create(state["episode_count"], state["recent_returns"])
     else:
         env_step = 0
         stats = online.OnlineStats.create(np.zeros(n, np.int32), np.full((n, online.RECENT), np.nan))
     stats = multiseed.shard_seeds(stats, mesh)
-
     streams = [multiseed.seed_streams(s) for s in run.seeds]
     act_keys = multiseed.shard_seeds(jnp.stack([st["acting"] for st in streams]), mesh)
-    seed_ids = multiseed.shard_seeds(jnp.arange(n, dtype=jnp.int32), mesh)
     # Episodes start from seeds derived from the env-step count (a resumed run restarts the
     # episodes that a stop interrupted; the env's own state cannot be saved in general).
-    env_seeds = [int(jax.random.randint(jax.random.fold_in(st["env_resets"], env_step), (), 0, 2**30))
-                 for st in streams]
-    envs = online.HostEnvs(run.source.make_env, env_seeds)
-    obs = multiseed.shard_seeds(jnp.asarray(envs.first_obs), mesh)
-    temperature, batch_size = config.online_temperature, config.online_batch_size or config.batch_size
-    # The action taken after k env steps is drawn with the seed's acting key folded with k.
-    actions = multiseed.shard_seeds(multiseed.sample_actions(agents, obs[:, None], multiseed.fold_keys(act_keys, env_step),
-                                                             temperature)[:, 0], mesh)
-    checked_through = step  # the NaN guard's last checked step
-    chunks = {}  # the compiled chunk for each number of updates per env step
+    env_seeds = [int(jax.random.randint(jax.random.fold_in(streams[i]["env_resets"], env_step), (), 0, 2**30))
+                 for i in multiseed.local_seeds(mesh, n)]
+    envs = online.HostEnvs(run.source.make_env, env_seeds)  # this process's seeds' envs
+    temperature = config.online_temperature
+    update = online.compiled_update(mesh, config.utd, config.online_batch_size or config.batch_size,
+                                    config.mix_offline)
+    store_and_act = online.compiled_store_and_act(mesh, temperature)
+    obs = envs.first_obs
+    # The action for env step k + 1 is drawn with the seed's acting key folded with k.
+    actions = online.compiled_act(mesh, temperature)(agents, act_keys, multiseed.from_local_rows(obs, mesh), env_step)
+    metrics, checked_through = None, offline_steps + env_step  # the NaN guard's last checked step
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
               disable=jax.process_index() != 0) as bar:
         while env_step < config.online_steps:
-            end = online.chunk_end(env_step, config)
-            # Env step k trains only once k > start_training (step_updates per env step).
-            step_updates = config.utd if env_step >= config.start_training else 0
-            if step_updates not in chunks:  # two at most: before and after start_training
-                chunks[step_updates] = online.compiled_online_chunk(
-                    mesh, envs, envs.first_obs.shape[1], step_updates, batch_size, config.mix_offline, temperature)
-            agents, buffers, stats, obs, actions, metrics = chunks[step_updates](
-                agents, buffers, stats, act_keys, seed_ids, obs, actions, run.data, env_step, end)
-            step += step_updates * (end - env_step)
-            env_step = end
-            bar.update(env_step - bar.n)
-            if step_updates:
+            if env_step >= config.start_training:
+                # Dispatched, not awaited: the seeds train while the host steps their envs.
+                agents, metrics = update(agents, buffers, run.data)
+            next_obs, rewards, terminated, truncated, last_obs = envs.step(multiseed.local_rows(actions))
+            env_step += 1
+            row = multiseed.from_local_rows((obs, rewards, terminated, truncated, last_obs, next_obs), mesh)
+            buffers, stats, actions = store_and_act(buffers, stats, agents, act_keys, row[0], actions, *row[1:],
+                                                    env_step)
+            obs = next_obs
+            bar.update(1)
+            step = offline_steps + env_step
+            log = metrics is not None and env_step % config.log_interval == 0
+            evaluate = run.evaluator.due(env_step, config.eval_interval, config.online_steps)
+            save = run.checkpointer.due(env_step, config.checkpoint_interval, config.online_steps) or run.signals.name
+            if not (log or evaluate or save):
+                continue
+            if metrics is not None:
                 stops.check_finite(step, checked_through + 1, agents, metrics, run.checkpointer)
                 checked_through = step
             extra = {"phase": "online", "env_steps": env_step}
-            if env_step % config.log_interval == 0 and step_updates:
+            if log:
                 host = multiseed.fetch({"count": stats.episode_count, "recent": stats.recent})
                 online_return = float(np.mean(np.nanmean(host["recent"], axis=1))) if host["count"].min() > 0 else None
                 run.writer.write_seeds("train", step, run.seeds, multiseed.fetch(metrics),
                                        {**extra, "online_return": online_return})
-            if run.evaluator.due(env_step, config.eval_interval, config.online_steps):
+            if evaluate:
                 columns = run.evaluator.evaluate(agents, step)
                 run.writer.write_seeds("eval", step, run.seeds, columns, extra)
                 bar.set_postfix(score=f"{run.evaluator.score(columns):.1f}")
-            if run.checkpointer.due(env_step, config.checkpoint_interval, config.online_steps) or run.signals.name:
+            if save:
                 path = rundir.save(run.checkpointer, step, {
                     "agents": agents, "step": step, "online": 1, "offline_steps": offline_steps, "env_step": env_step,
                     "buffers": buffers, "episode_count": stats.episode_count, "recent_returns": stats.recent,
                     "eval_seconds": run.evaluator.seconds})
                 run.signals.stop_if_asked(step, path)
     envs.close()
-    return agents, step, multiseed.fetch(stats.episode_count)
+    return agents, offline_steps + env_step, multiseed.fetch(stats.episode_count)
 
 
 def main(argv):
@@ -256,9 +260,7 @@ def main(argv):
                     evaluator, signals)
         agents, offline_steps = offline_phase(run, agents, state)
         buffers = online_buffers(run, state)
-        step = int(state["step"]) if state is not None and int(state["online"]) else offline_steps
-        agents, step, episodes = online_phase(run, algorithm.for_online_phase(agents), buffers, step, offline_steps,
-                                              state)
+        agents, step, episodes = online_phase(run, algorithm.for_online_phase(agents), buffers, offline_steps, state)
         rundir.finish(workdir, agents, writer.rows.get("eval", []), step, time.perf_counter() - began,
                       evaluator.seconds, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
                                           "online_episodes_per_seed": [int(c) for c in episodes]})

@@ -101,7 +101,7 @@ def each_seed(fn: Callable, *seeded) -> Any:
     return jax.vmap(fn)(*seeded)
 
 
-def _per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int, donate: tuple = (0,)) -> Callable:
+def per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int, donate: tuple = (0,)) -> Callable:
     """jit of `fn(*seeded, *shared)` for every seed: the first `num_seeded` arguments carry the
     seed axis (the first is the agents; `donate` the donated ones), the rest are shared by all seeds.
 
@@ -123,7 +123,7 @@ def _per_seed(fn: Callable, mesh: Mesh, num_seeded: int, num_shared: int, donate
 def compiled_update_n(mesh: Mesh, num_steps: int, batch_size: int) -> Callable:
     """The jitted, donating `update_n` for agents sharded over `mesh`; outputs keep the seed
     sharding, so feeding them back never recompiles."""
-    return _per_seed(lambda agent, data: agent.update_n(data, num_steps, batch_size), mesh, 1, 1)
+    return per_seed(lambda agent, data: agent.update_n(data, num_steps, batch_size), mesh, 1, 1)
 
 
 def update_n(agents: Any, data: Any, num_steps: int, batch_size: int) -> tuple[Any, dict]:
@@ -162,6 +162,29 @@ def _place(tree: Any, sharding: NamedSharding) -> Any:
         return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
     return jax.tree.map(one, tree)
+
+
+def local_seeds(mesh: Mesh, num_seeds: int) -> list[int]:
+    """The indices of the seeds whose shards this process's devices hold (all of them but under
+    jax.distributed), in order."""
+    slices = seed_sharding(mesh).addressable_devices_indices_map((num_seeds,)).values()
+    return sorted({i for (index,) in slices for i in range(*index.indices(num_seeds))})
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+    """This process's seeds' rows of a seed-sharded array, on the host, in `local_seeds` order."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+def from_local_rows(tree: Any, mesh: Mesh) -> Any:
+    """The inverse of `local_rows`: host arrays of this process's seeds -> seed-sharded arrays."""
+    sharding = seed_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 def stack(agents: list[Any]) -> Any:
