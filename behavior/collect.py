@@ -31,8 +31,6 @@ flags.DEFINE_integer("seed", 0, "Seed; every random draw derives from it.", flag
 flags.DEFINE_integer("ref_episodes", 50, "Episodes averaged for ref_min_score / ref_max_score.", flag_values=FLAGS)
 flags.DEFINE_integer("num_envs", 16, "Envs stepped side by side (one batched policy call per step).", flag_values=FLAGS)
 flags.DEFINE_bool("overwrite", False, "Replace datasets that already exist (otherwise they are kept).", flag_values=FLAGS)
-flags.DEFINE_integer("version", 1, "Maze sets only: the builder version (1; 0 rebuilds the first sets, see "
-                     "behavior/mazes.py).", flag_values=FLAGS)
 flags.DEFINE_integer("evaluate_controller", 0, "d4rl-antmaze only: instead of collecting, run the planner + "
                      "controller on D4RL's evaluation tasks for this many episodes each, with and without the "
                      "data's action noise, and print success and flip rates.", flag_values=FLAGS)
@@ -72,7 +70,7 @@ def main(argv):
             raise cli.UserError(f"--env={FLAGS.env}: name the --datasets, e.g. umaze,umaze-diverse,medium-play,"
                                 "medium-diverse")
         ids = [mazes.make_maze_dataset(FLAGS.env, kind, FLAGS.namespace, FLAGS.steps, FLAGS.seed, FLAGS.num_envs,
-                                       FLAGS.behavior, FLAGS.overwrite, version=FLAGS.version) for kind in kinds]
+                                       FLAGS.behavior, FLAGS.overwrite) for kind in kinds]
         print("datasets: " + ", ".join(ids))
         return
     behavior = Behavior(FLAGS.behavior or shipped_dir(FLAGS.env))

@@ -27,10 +27,9 @@ start means stitching them. Evaluation is D4RL's task: start in the start cell, 
 cell, the episode terminating there; return = success in {0, 1}, so the metadata's reference
 scores (0, 1) make the normalised score 100 x success rate, as D4RL's AntMaze.
 
-Versions: in `-v1` (the default) an episode whose commanded goal cell is the evaluation cell
-is commanded to the evaluation goal itself, so the controller settles inside the success
-radius. `-v0` (the first sets) drew the two goals apart there, each with the cell noise: its
-umaze ants hover ~1 m from the goal that rewards them (median 1.04 m; 5.6% of rows inside).
+The sets are `-v1`: an episode whose commanded goal cell is the evaluation cell is commanded
+to the evaluation goal itself, so the controller settles inside the success radius (the
+earlier `-v0` builder drew the two goals apart there; docs/mazes.md has what that did).
 """
 
 import collections
@@ -75,7 +74,7 @@ DATA_STEPS = {"antmaze": {"umaze": 1000, "medium": 1000, "large": 1000},
 KP, KD = 10.0, 1.0
 ALIGN = 0.25  # cells: how far off the axis to the next cell the planner first re-centres the agent
 ANT_POLICY = os.path.join(SHIPPED, "goal_ant")
-VERSIONS = (0, 1)  # see the module docstring; new sets are v1
+VERSION = 1  # the builder's version, the -v<VERSION> of the ids (the module docstring)
 
 
 def parse_kind(kind: str) -> tuple[str, str]:
@@ -124,14 +123,12 @@ class EvaluationGoal(gym.Wrapper):
     """A data env seen through D4RL's relabelling: the controller drives to the commanded goal
     (`commanded_goal()`), but rewards, `info['success']` and the observed `desired_goal` are
     about the evaluation goal, drawn per episode around D4RL's goal cell with the evaluation
-    env's noise. With `version=1`, an episode commanded to the evaluation cell is commanded to
-    the evaluation goal itself; version 0 keeps the env's own goal there (drawn separately)."""
+    env's noise. An episode commanded to the evaluation cell is commanded to the evaluation
+    goal itself."""
 
-    def __init__(self, env: gym.Env, goal_cell: tuple[int, int], version: int = 1):
+    def __init__(self, env: gym.Env, goal_cell: tuple[int, int]):
         super().__init__(env)
-        if version not in VERSIONS:
-            raise ValueError(f"unknown maze dataset version {version}; choose from {VERSIONS}")
-        self.goal_cell, self.goal, self.version = tuple(goal_cell), np.zeros(2), version
+        self.goal_cell, self.goal = tuple(goal_cell), np.zeros(2)
         self._command_goal = False
 
     def commanded_goal(self) -> np.ndarray:
@@ -146,7 +143,7 @@ class EvaluationGoal(gym.Wrapper):
         maze = self.env.unwrapped
         self.goal = maze.add_xy_position_noise(maze.maze.cell_rowcol_to_xy(np.asarray(self.goal_cell)))
         commanded_cell = tuple(int(v) for v in maze.maze.cell_xy_to_rowcol(maze.goal))
-        self._command_goal = self.version >= 1 and commanded_cell == self.goal_cell
+        self._command_goal = commanded_cell == self.goal_cell
         obs, success = self._view(obs)
         return obs, {**info, "success": success}
 
@@ -242,21 +239,49 @@ def stack(observations: list[dict]) -> dict:
     return {k: np.stack([o[k] for o in observations]) for k in observations[0]}
 
 
-def record(envs, controller, pairs, steps: int, key, desc: str = "maze") -> dict:
-    """Step `envs` (EvaluationGoal-wrapped data envs, possibly inside DataCollectors) in lockstep
-    for `steps` env steps in all, each episode from a (start, goal) cell pair drawn from `pairs`;
-    returns {'episodes', 'success_episodes'} (episodes passing the evaluation goal)."""
-    env_key, act_key = jax.random.split(key)
+def drive(envs, controller, key, obs: list, goal, restart, steps: int | None = None, desc: str | None = None):
+    """Drive `envs` in lockstep from their observations `obs`: each call of `controller` gets
+    every env's planner waypoint towards `goal(j, obs_j)` and `key` folded with the call's index.
+    When env j's episode ends, `restart(j)` gives its next first observation, or None to stop it.
+    Runs for `steps` env steps in all (None: until every env has stopped); returns (finished
+    episodes, of them those that reached success at some step)."""
     planners = [Planner(e.unwrapped.maze) for e in envs]
+    running, reached = np.ones(len(envs), bool), np.zeros(len(envs), bool)
+    finished = successes = taken = call = 0
+    with tqdm(total=steps, unit="step", desc=desc, dynamic_ncols=True, mininterval=1.0, disable=desc is None) as bar:
+        while running.any() and (steps is None or taken < steps):
+            targets = np.stack([p.target(o["achieved_goal"], goal(j, o)) for j, (p, o) in enumerate(zip(planners, obs))])
+            actions = controller(stack(obs), targets, jax.random.fold_in(key, call))
+            call += 1
+            for j in np.flatnonzero(running):
+                if steps is not None and taken == steps:
+                    break
+                obs[j], _, terminated, truncated, info = envs[j].step(actions[j])
+                taken += 1
+                reached[j] |= bool(info.get("success", False))
+                if terminated or truncated:
+                    finished, successes, reached[j] = finished + 1, successes + int(reached[j]), False
+                    first = restart(j)
+                    running[j] = first is not None
+                    obs[j] = obs[j] if first is None else first
+            bar.update(taken - bar.n)
+    return finished, successes
+
+
+def record(envs, controller, pairs, steps: int, key, desc: str = "maze") -> dict:
+    """Step `envs` (EvaluationGoal-wrapped data envs, possibly inside DataCollectors) for
+    `steps` env steps in all, each episode from a (start, goal) cell pair drawn from `pairs` and
+    commanded to its goal; returns {'episodes', 'success_episodes'} (those passing the evaluation goal)."""
+    env_key, act_key = jax.random.split(key)
     resets = 0
 
-    def reset(env):
+    def reset(j):
         nonlocal resets
         k = jax.random.fold_in(env_key, resets)
         start, goal = pairs[int(jax.random.randint(k, (), 0, len(pairs)))]
         seed = int(jax.random.randint(jax.random.fold_in(k, 1), (), 0, 2**31 - 1))
         resets += 1
-        return env.reset(seed=seed, options={"reset_cell": np.asarray(start), "goal_cell": np.asarray(goal)})[0]
+        return envs[j].reset(seed=seed, options={"reset_cell": np.asarray(start), "goal_cell": np.asarray(goal)})[0]
 
     def goal_view(env):  # the EvaluationGoal wrapper inside a DataCollector
         while not isinstance(env, EvaluationGoal):
@@ -264,67 +289,37 @@ def record(envs, controller, pairs, steps: int, key, desc: str = "maze") -> dict
         return env
 
     views = [goal_view(e) for e in envs]
-    obs = [reset(e) for e in envs]
-    reached = np.zeros(len(envs), bool)
-    successes, done_steps, call = 0, 0, 0
-    with tqdm(total=steps, unit="step", desc=desc, dynamic_ncols=True, mininterval=1.0) as bar:
-        while done_steps < steps:
-            active = min(len(envs), steps - done_steps)
-            targets = np.stack([p.target(o["achieved_goal"], v.commanded_goal())
-                                for p, o, v in zip(planners, obs, views)])
-            actions = controller(stack(obs), targets, jax.random.fold_in(act_key, call))
-            call += 1
-            for j in range(active):
-                next_obs, _, terminated, truncated, info = envs[j].step(actions[j])
-                reached[j] |= bool(info["success"])
-                if terminated or truncated:
-                    successes += reached[j]
-                    next_obs, reached[j] = reset(envs[j]), False
-                obs[j] = next_obs
-            done_steps += active
-            bar.update(active)
-    return {"episodes": resets, "success_episodes": int(successes)}
+    obs = [reset(j) for j in range(len(envs))]
+    _, successes = drive(envs, controller, act_key, obs, lambda j, _: views[j].commanded_goal(), reset, steps, desc)
+    return {"episodes": resets, "success_episodes": successes}
 
 
 def success_rate(family: str, maze: str, controller, episodes: int, seed: int) -> float:
     """Fraction of evaluation episodes (D4RL's start and goal) the planner + controller solve."""
     envs = [make_env(family, maze, evaluation=True) for _ in range(episodes)]
-    planners = [Planner(e.unwrapped.maze) for e in envs]
-    key = jax.random.key(seed)
     obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
-    running, solved, call = np.ones(episodes, bool), np.zeros(episodes, bool), 0
-    while running.any():
-        targets = np.stack([p.target(o["achieved_goal"], o["desired_goal"]) for p, o in zip(planners, obs)])
-        actions = controller(stack(obs), targets, jax.random.fold_in(key, call))
-        call += 1
-        for j in np.flatnonzero(running):
-            obs[j], _, terminated, truncated, info = envs[j].step(actions[j])
-            solved[j] |= bool(info.get("success", False))
-            running[j] = not (terminated or truncated)
+    finished, solved = drive(envs, controller, jax.random.key(seed), obs, lambda _, o: o["desired_goal"], lambda _: None)
     for e in envs:
         e.close()
-    return float(solved.mean())
+    return solved / finished
 
 
 def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: int = 1_000_000, seed: int = 0,
                       num_envs: int = 16, behavior_dir: str | None = None, overwrite: bool = False,
-                      pairs: list | None = None, noise: float | None = None, version: int = 1) -> str:
-    """Record `<namespace>/<family>/<kind>-v<version>` into the local Minari root; returns its
+                      pairs: list | None = None, noise: float | None = None) -> str:
+    """Record `<namespace>/<family>/<kind>-v1` into the local Minari root; returns its
     id. `pairs` replaces the kind's (start, goal) cell pairs (e.g. a stitching test's)."""
     import minari  # heavy: imported when a dataset is made
 
     if family not in FAMILIES:
         raise DatasetError(f"unknown maze family {family!r}; choose from {tuple(FAMILIES)}")
     maze, regime = parse_kind(kind)
-    if version not in VERSIONS:
-        raise DatasetError(f"unknown maze dataset version {version}; choose from {VERSIONS} (see behavior/mazes.py)")
-    ds_id = f"{namespace}/{family}/{kind}-v{version}"
+    ds_id = f"{namespace}/{family}/{kind}-v{VERSION}"
     if not make_room(ds_id, overwrite):
         return ds_id
     controller = controller_for(family, behavior_dir, noise)
     pairs = pairs or cell_pairs(maze, regime)
-    collectors = [minari.DataCollector(EvaluationGoal(make_env(family, maze, evaluation=False), EVAL_CELLS[maze][1],
-                                                  version))
+    collectors = [minari.DataCollector(EvaluationGoal(make_env(family, maze, evaluation=False), EVAL_CELLS[maze][1]))
                   for _ in range(num_envs)]
     try:
         stats = record(collectors, controller, pairs, steps, jax.random.fold_in(jax.random.key(seed),
@@ -338,7 +333,7 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
             author="iql-jax behavior/mazes.py",
             author_email="none",
             code_permalink="behavior/mazes.py",
-            description=f"D4RL-style {family} {kind} (builder v{version}, behavior/mazes.py): {steps} steps, "
+            description=f"D4RL-style {family} {kind} (builder v{VERSION}, behavior/mazes.py): {steps} steps, "
                         f"{stats['episodes']} episodes, {stats['success_episodes']} passing the evaluation goal; "
                         f"evaluation: start {EVAL_CELLS[maze][0]}, goal {EVAL_CELLS[maze][1]}, "
                         "terminating at the goal (return = success)",
@@ -356,22 +351,22 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
 
 
 def ensure_maze_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
-    """Build `local/antmaze/<kind>-v<version>` or `local/pointmaze/<kind>-v<version>` if it
-    is not there yet. Returns True when it built one; False when the id is not such an id or
-    already exists."""
+    """Build `local/antmaze/<kind>-v1` or `local/pointmaze/<kind>-v1` if it is not there yet.
+    Returns True when it built one; False when the id is not such an id or already exists (a
+    `-v0` set made by the earlier builder loads as any Minari dataset; a missing one is an error)."""
     import minari  # heavy: imported when a dataset is made
 
     parts = ds_id.split("/")
     if len(parts) != 3 or parts[0] != "local" or parts[1] not in FAMILIES:
         return False
     kind, _, version = parts[2].rpartition("-v")
-    if not kind or version not in {str(v) for v in VERSIONS}:
-        return False
-    if ds_id in minari.list_local_datasets():
+    if not kind or version not in ("0", str(VERSION)) or ds_id in minari.list_local_datasets():
         return False
     parse_kind(kind)
+    if version == "0":
+        raise DatasetError(f"{ds_id} was made by an earlier maze builder that is no longer shipped; "
+                           f"use local/{parts[1]}/{kind}-v{VERSION} (docs/mazes.md)")
     print(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; building it ({steps:,} steps: "
           f"{'~15 min for AntMaze' if parts[1] == 'antmaze' else 'a few minutes'} on a laptop CPU)")
-    make_maze_dataset(parts[1], kind, "local", steps, seed, version=int(version))
+    make_maze_dataset(parts[1], kind, "local", steps, seed)
     return True
-

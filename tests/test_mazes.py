@@ -190,35 +190,26 @@ def test_export_of_one_snapshot_ships_only_it(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["pointmaze", "antmaze"])
-def test_v1_commands_the_evaluation_goal_in_its_cell(family):
-    """v1: an episode commanded to D4RL's goal cell drives to the evaluation goal itself; v0 drew
-    the commanded goal apart (the same cell, its own noise); other cells are commanded as the env's."""
-    for version in (0, 1):
-        env = mazes.EvaluationGoal(mazes.make_env(family, "umaze", evaluation=False), G, version)
-        for seed in range(3):
-            obs, _ = env.reset(seed=seed, options={"reset_cell": np.asarray(S), "goal_cell": np.asarray(G)})
-            commanded = env.commanded_goal()
-            assert mazes.Planner(env.unwrapped.maze).cell(commanded) == G
-            if version == 1:
-                np.testing.assert_array_equal(commanded, obs["desired_goal"])
-            else:
-                assert np.linalg.norm(commanded - obs["desired_goal"]) > 1e-3  # two separate noise draws
-            obs, _ = env.reset(seed=seed, options={"reset_cell": np.asarray(G), "goal_cell": np.asarray(S)})
-            np.testing.assert_array_equal(env.commanded_goal(), env.unwrapped.goal)
-            assert mazes.Planner(env.unwrapped.maze).cell(env.commanded_goal()) == S
-        env.close()
-    with pytest.raises(ValueError, match="version 2"):
-        mazes.EvaluationGoal(mazes.make_env("pointmaze", "umaze", evaluation=False), G, 2)
+def test_the_evaluation_cell_is_commanded_to_the_evaluation_goal(family):
+    """An episode commanded to D4RL's goal cell drives to the evaluation goal itself (the one
+    that rewards it); other cells are commanded as the env draws them."""
+    env = mazes.EvaluationGoal(mazes.make_env(family, "umaze", evaluation=False), G)
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed, options={"reset_cell": np.asarray(S), "goal_cell": np.asarray(G)})
+        assert mazes.Planner(env.unwrapped.maze).cell(env.commanded_goal()) == G
+        np.testing.assert_array_equal(env.commanded_goal(), obs["desired_goal"])
+        obs, _ = env.reset(seed=seed, options={"reset_cell": np.asarray(G), "goal_cell": np.asarray(S)})
+        np.testing.assert_array_equal(env.commanded_goal(), env.unwrapped.goal)
+        assert mazes.Planner(env.unwrapped.maze).cell(env.commanded_goal()) == S
+        assert np.linalg.norm(env.commanded_goal() - obs["desired_goal"]) > 1  # the evaluation goal is elsewhere
+    env.close()
 
 
 def test_maze_ids_carry_the_builder_version(maze_root):
-    new = mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1)
-    assert new == "ver/pointmaze/umaze-v1"
-    assert mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1,
-                                   version=0) == "ver/pointmaze/umaze-v0"
-    with pytest.raises(DatasetError, match="version 2"):
-        mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, version=2)
+    assert mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1) == "ver/pointmaze/umaze-v1"
     assert mazes.ensure_maze_dataset("local/pointmaze/umaze-v2") is False  # not a builder id: left to Minari
+    with pytest.raises(DatasetError, match="earlier maze builder.*local/pointmaze/umaze-v1"):
+        mazes.ensure_maze_dataset("local/pointmaze/umaze-v0")
 
 
 def test_maze_layouts_are_gymnasium_robotics_maps():
