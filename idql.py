@@ -34,6 +34,7 @@ from flax.training.train_state import TrainState
 
 import learner
 from learner import (
+    check_batch,
     check_hyperparameters,
     critic_step,
     expectile_loss,
@@ -263,6 +264,7 @@ class IDQLLearner(struct.PyTreeNode):
 
     def _update(self, batch: Any) -> tuple["IDQLLearner", dict]:
         """Critic as IQL (value -> critic -> target), then the denoising step and the EMA."""
+        check_batch(batch)
         rng, actor_key = jax.random.split(self.rng)
         value, _, value_info = value_step(self.value, self.critic, self.target_critic_params, batch,
                                           value_objective_loss(self.value_objective, self.expectile, self.exp_scale))

@@ -29,6 +29,7 @@ import difflib
 import functools
 from typing import Any, Callable, Mapping, Optional
 
+import chex
 import flax.struct as struct
 import jax
 import jax.numpy as jnp
@@ -115,6 +116,17 @@ def awr_actor_loss(
 # ----------------------------------------------------------------------------------------------
 # The critic's two steps and the scan loop (IDQL, idql.py, reuses them).
 # ----------------------------------------------------------------------------------------------
+
+
+def check_batch(batch) -> None:
+    """Shapes of a batch, checked when an update is traced (no cost at run time): (B, obs_dim)
+    observations and next observations, (B, act_dim) actions, (B,) rewards and masks. A (B, 1)
+    reward would otherwise broadcast against (B,) values into a silent (B, B) TD target."""
+    chex.assert_rank([batch.observations, batch.actions, batch.next_observations, batch.rewards, batch.masks],
+                     [2, 2, 2, 1, 1])
+    chex.assert_equal_shape([batch.observations, batch.next_observations])
+    chex.assert_equal_shape([batch.rewards, batch.masks])
+    chex.assert_equal_shape_prefix([batch.observations, batch.actions, batch.rewards], 1)
 
 
 def value_step(value: TrainState, critic: TrainState, target_critic_params, batch,
@@ -312,6 +324,7 @@ class IQLLearner(struct.PyTreeNode):
 
     def _update(self, batch: Any) -> tuple["IQLLearner", dict]:
         """One IQL step in the original order: value -> actor -> critic -> target."""
+        check_batch(batch)
         rng, dropout_key = jax.random.split(self.rng)
 
         # 1. Value: expectile of the *target* critic's min over heads.

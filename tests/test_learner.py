@@ -185,3 +185,13 @@ def test_iql_learns_the_rare_better_action_and_beta_zero_is_behavior_cloning(tin
     _, _, bc_mean, _ = train_bandit(tiny_config.copy_and_resolve_references(), 0.9, 0.0)
     behavior_mean = float(data.actions.mean())  # about -0.4
     assert abs(bc_mean - behavior_mean) < 0.1, (bc_mean, behavior_mean)
+
+
+def test_a_batch_of_the_wrong_shape_is_refused_at_trace_time(setup):
+    agent, data = setup[0], setup[1]
+    batch = data.sample(jax.random.key(0), 16)
+    agent.update(batch)  # the right shapes train
+    for field, bad in (("rewards", batch.rewards[:, None]), ("masks", batch.masks[:8]),
+                       ("actions", batch.actions[:8])):
+        with pytest.raises(AssertionError):  # a (16, 1) reward would broadcast to a (16, 16) TD target
+            agent.update(batch.replace(**{field: bad}))
