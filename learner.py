@@ -29,7 +29,6 @@ import difflib
 import functools
 from typing import Any, Callable, Mapping, Optional
 
-import chex
 import flax.struct as struct
 import jax
 import jax.numpy as jnp
@@ -121,12 +120,14 @@ def awr_actor_loss(
 def check_batch(batch) -> None:
     """Shapes of a batch, checked when an update is traced (no cost at run time): (B, obs_dim)
     observations and next observations, (B, act_dim) actions, (B,) rewards and masks. A (B, 1)
-    reward would otherwise broadcast against (B,) values into a silent (B, B) TD target."""
-    chex.assert_rank([batch.observations, batch.actions, batch.next_observations, batch.rewards, batch.masks],
-                     [2, 2, 2, 1, 1])
-    chex.assert_equal_shape([batch.observations, batch.next_observations])
-    chex.assert_equal_shape([batch.rewards, batch.masks])
-    chex.assert_equal_shape_prefix([batch.observations, batch.actions, batch.rewards], 1)
+    reward would otherwise broadcast against (B,) values into a silent (B, B) TD target. (Plain
+    checks rather than chex's: this file needs only jax, flax and optax.)"""
+    b = batch.observations.shape[0]
+    expected = {"observations": (b, batch.observations.shape[-1]), "next_observations": batch.observations.shape,
+                "actions": (b, batch.actions.shape[-1]), "rewards": (b,), "masks": (b,)}
+    for name, shape in expected.items():
+        if getattr(batch, name).shape != shape:
+            raise ValueError(f"batch.{name} has shape {getattr(batch, name).shape}, expected {shape}")
 
 
 def value_step(value: TrainState, critic: TrainState, target_critic_params, batch,

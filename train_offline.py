@@ -22,7 +22,7 @@ import jax
 from absl import flags
 from tqdm import tqdm
 
-from harness import algorithms, cli, evaluate, multiseed, outputs, rundir, sources, stops
+from harness import algorithms, cli, devices, evaluate, multiseed, outputs, rundir, sources, stops
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
 cli.define_run_flags(FLAGS)
@@ -60,7 +60,7 @@ def train(agents, data, config, seeds: list[int], start: int, last_step: int, *,
 
 def main(argv):
     cli.check_no_arguments(argv)
-    multiseed.start_jax(FLAGS.num_seeds, FLAGS.distributed)
+    devices.start_jax(FLAGS.num_seeds, FLAGS.distributed)
     config, began = FLAGS.config, time.perf_counter()
     algorithm = algorithms.algorithm_for(config)
     algorithms.check_intervals(config)

@@ -15,9 +15,9 @@ from configs import iql_mujoco
 
 
 def add_finetune_fields(config: ml_collections.ConfigDict) -> None:
-    """The online phase's fields. There is no `max_steps`: the run's gradient steps are
-    pretrain_steps + online_steps x utd, and the actor's schedule spans pretrain_steps +
-    online_steps (train_finetune.py)."""
+    """The online phase's fields. There is no `max_steps`: the run's step counter ends at
+    pretrain_steps + online_steps (one step per env step online, each with `utd` gradient
+    steps), which the actor's schedule spans (train_finetune.py)."""
     # Offline gradient steps, then environment steps per seed.
     config.pretrain_steps = 1_000_000
     config.online_steps = 1_000_000

@@ -1,7 +1,7 @@
 """Many seeds in one process: agents stacked on a leading seed axis, sharded over devices.
 
 An agent is a pytree, so N independent agents are one pytree whose leaves have a leading axis
-of N (made by `jax.vmap` over N keys), and training all of them is `jax.vmap` of `_update_n`:
+of N (made by `jax.vmap` over N keys), and training all of them is `jax.vmap` of `update_n`:
 one compiled program, one dispatch per call, one shared copy of the dataset. With several
 devices the seed axis is split over a `jax.sharding.Mesh` ("seeds" axis) and the dataset is
 replicated; the seeds never exchange data, so XLA runs each device's share independently.
@@ -12,8 +12,6 @@ its agent is created from `seed_streams(s + i)["agent"]` exactly as that run's i
 """
 
 import functools
-import math
-import os
 from typing import Any, Callable
 
 import jax
@@ -217,43 +215,6 @@ def fetch(tree: Any) -> Any:
 
         return jax.tree.map(gather, tree)
     return jax.device_get(tree)
-
-
-def num_local_cpu_devices(num_seeds: int) -> int:
-    """How many host devices to ask XLA for on a CPU-only machine: one per core, at most one
-    per seed (one core per device beats one device splitting each small matmul over cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, math.gcd(num_seeds, cores) if num_seeds > 1 else 1)
-
-
-def start_jax(num_seeds: int, distributed: bool) -> None:
-    """Before JAX's backend starts: one host device per core on a CPU for several seeds, and
-    `jax.distributed.initialize()` for --distributed."""
-    if num_seeds < 1:
-        raise cli.UserError(f"--num_seeds must be >= 1, got {num_seeds}")
-    request_cpu_devices(num_seeds)
-    init_distributed(distributed)
-
-
-def init_distributed(enabled: bool) -> None:
-    """`jax.distributed.initialize()` for --distributed. On a cluster JAX finds the processes
-    itself (SLURM, Open MPI, Kubernetes, Cloud TPU); elsewhere (e.g. several processes on one
-    machine) set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID."""
-    if not enabled:
-        return
-    num, pid = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
-    if (num is None) != (pid is None):
-        raise cli.UserError("set both JAX_NUM_PROCESSES and JAX_PROCESS_ID, or neither (cluster auto-detection)")
-    kwargs = {} if num is None else {"num_processes": int(num), "process_id": int(pid)}
-    jax.distributed.initialize(**kwargs)
-
-
-def request_cpu_devices(num_seeds: int) -> None:
-    """On a CPU-only machine, ask XLA for one host device per core so seeds train side by
-    side; must run before JAX's backend starts (no effect after, nor on GPU/TPU devices)."""
-    if num_seeds > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        count = num_local_cpu_devices(num_seeds)
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
 
 
 # One key per seed folded with the same counter, in one compiled call.

@@ -1,5 +1,6 @@
 """Loaders: Minari ids, hdf5 and npz files; T+1 handling, masks, dones, reward scaling, errors."""
 
+import chex
 import h5py
 import jax
 import minari
@@ -160,8 +161,7 @@ def test_file_loaders_match_from_arrays(tmp_path, suffix):
     write_file(path, arrays)
     data, info = dataset_lib.load_dataset(str(path), "locomotion")
     expected, _ = dataset_lib.from_arrays(**arrays, reward_transform="locomotion")
-    for got, want in zip(jax.tree.leaves(data), jax.tree.leaves(expected)):
-        np.testing.assert_array_equal(got, want)
+    chex.assert_trees_all_equal(data, expected)
     # A file named after a D4RL env family gets D4RL's reference returns.
     assert (info.ref_min_score, info.ref_max_score) == dataset_lib.D4RL_REFERENCE_SCORES["hopper"]
 

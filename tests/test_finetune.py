@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import chex
 import flax
 import gymnasium as gym
 import jax
@@ -216,8 +217,7 @@ def test_idql_fine_tuning_waits_then_trains_only_the_critic(toy, tmp_path):
     offline = outputs.load_pytree(checkpointer.path(100), lambda raw: raw)["agents"]
     final = outputs.load_pytree(checkpointer.path(200), lambda raw: raw)["agents"]
     assert int(np.asarray(final["critic"]["step"])[0]) == 100 + (100 - 40)  # no updates while waiting
-    for a, b in zip(jax.tree.leaves(offline["actor"]["params"]), jax.tree.leaves(final["actor"]["params"])):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(offline["actor"]["params"], final["actor"]["params"])
     assert not np.allclose(jax.tree.leaves(offline["critic"]["params"])[0], jax.tree.leaves(final["critic"]["params"])[0])
 
 
@@ -250,5 +250,4 @@ def test_online_phase_sharded_over_devices_equals_one_device(toy, tmp_path):
         summary = json.loads((workdir / "summary.json").read_text())
         assert summary["online_episodes_per_seed"] == [2, 2, 2, 2]
     for devices in (2, 4):
-        for a, b in zip(jax.tree.leaves(agents[1]), jax.tree.leaves(agents[devices])):
-            np.testing.assert_allclose(a, b, atol=1e-5)
+        chex.assert_trees_all_close(agents[1], agents[devices], atol=1e-5)

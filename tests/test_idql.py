@@ -1,5 +1,6 @@
 """IDQL: schedules, the sampler, two-mode behavior cloning, critic selection, value losses."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -224,8 +225,7 @@ def test_time_feature_table_equals_per_row_time_features():
     assert jax.tree.structure(params) == jax.tree.structure(row_model.init(jax.random.key(1), a, s, t))
     np.testing.assert_allclose(table_model.apply(params, a, s, t), row_model.apply(params, a, s, t), atol=1e-5)
     grads = [jax.grad(lambda p, m=m: (m.apply(p, a, s, t) ** 2).sum())(params) for m in (table_model, row_model)]
-    for g1, g2 in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
-        np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
 def test_sample_actions_without_a_temperature_is_each_agents_evaluation_action():

@@ -83,7 +83,7 @@ def test_make_mesh_errors():
 
 
 SHARDED_SCRIPT = r"""
-import jax, numpy as np
+import chex, jax, numpy as np
 import dataset as dataset_lib
 from harness import multiseed
 from learner import IQLLearner
@@ -109,8 +109,7 @@ for devices in (1, 4, 8):  # 8, 2 and 1 seed(s) per device
     assert len(leaf.sharding.device_set) == devices, leaf.sharding
     results[devices] = multiseed.fetch((agents.actor.params, agents.critic.params, metrics))
 for devices in (4, 8):
-    for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[devices])):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    chex.assert_trees_all_close(results[1], results[devices], atol=1e-5)
 print("SHARDED_OK")
 """
 

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -230,8 +231,7 @@ def test_two_processes_under_jax_distributed_equal_one_process(minari_root, tmp_
     np.testing.assert_allclose([float(r["return"]) for r in two], [float(r["return"]) for r in one], rtol=1e-4)
     template = lambda raw: raw  # noqa: E731  (compare the saved arrays leaf by leaf)
     saved = [outputs.load_pytree(str(tmp_path / d / "agent.msgpack"), template) for d in ("one", "two")]
-    for a, b in zip(jax.tree.leaves(saved[0]), jax.tree.leaves(saved[1])):  # vmap vs one seed a device: rounding
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(saved[0], saved[1], rtol=1e-5, atol=1e-5)  # vmap vs one seed a device: rounding
 
 
 def test_video_of_one_evaluation_episode(tmp_path):

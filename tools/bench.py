@@ -1,24 +1,19 @@
 """Speed benchmark: IQL's updates/s, fine-tuning's env steps/s and IDQL's update and acting,
-each against what the machine's matmuls allow, as one table (and a JSON file with --json).
+against what the machine's matmuls allow, as one table (and JSON with --json).
 
     python -m tools.bench --quick --json=bench.json    # a few minutes on a laptop CPU
     python -m tools.bench --parts=online               # one part, longer timing windows
 
-Every configuration is compiled first (its compile time reported apart), then timed over
-several windows; the table gives the median. docs/speed.md has this machine's figures.
-
-  iql      locomotion shapes (obs 11, act 3), batch 256, (256, 256) networks: one jitted update
-           per call on a batch sampled on the host (the peers' design), `update_n` (K updates
-           per call), seeds vmapped on one device, and seeds sharded one device per core (on a
-           CPU in a subprocess with its own device count); against the 256-wide matmul chain.
-  online   AntMaze umaze fine-tuning (configs/iql_antmaze_finetune.py, a 2M-row buffer seeded
-           with 1M rows): env steps/s of the loop train_finetune.py runs (harness/online.py:
-           update dispatched, env stepped on the host meanwhile, store and act) against the
-           fused design it replaced (`fused_chunk`: many env steps in one compiled call, the envs
-           stepped through host callbacks), and the offline updates/s of the same agent.
-  idql     configs/idql_mujoco.py: updates/s at batch 256 against the six matmuls a block costs
-           in training, and acting (64 candidates x 5 reverse steps) for 10 envs against the
-           noise model's forward chain (256 -> 1024 -> 256).
+Each configuration is compiled first (compile time reported apart), then timed over several
+windows; the table gives the median (docs/speed.md has this machine's figures).
+  iql     obs 11, act 3, batch 256, (256, 256) nets: one update per call on a host-sampled
+          batch (the peers' design), `update_n` (K per call), seeds vmapped, seeds sharded one
+          device per core; against a 256-wide matmul chain.
+  online  AntMaze umaze fine-tuning (configs/iql_antmaze_finetune.py, 2M-row buffer): the loop
+          train_finetune.py runs against the fused design it replaced (`fused_chunk`), and the
+          offline updates/s of the same agent.
+  idql    configs/idql_mujoco.py: the update against the matmuls a block costs in training;
+          acting for 10 envs against the noise model's forward chain (256 -> 1024 -> 256).
 """
 
 import concurrent.futures
@@ -57,21 +52,16 @@ flags.DEFINE_string("child", None, "Internal: time N sharded seeds ('N,K') in th
 
 def timed(fn, per_call: int) -> tuple[float, float]:
     """(compile seconds, median rate over the windows), `fn` doing `per_call` units per call."""
-    windows, seconds = (3, 2.0) if FLAGS.quick else (5, 5.0)
-    start = time.perf_counter()
-    fn()
-    compile_s = time.perf_counter() - start
-    fn()
-    start = time.perf_counter()
-    fn()
-    calls = max(1, int(seconds / max(time.perf_counter() - start, 1e-6)))
-    rates = []
-    for _ in range(windows):
+    def seconds_of(calls: int) -> float:
         start = time.perf_counter()
         for _ in range(calls):
             fn()
-        rates.append(calls * per_call / (time.perf_counter() - start))
-    return compile_s, statistics.median(rates)
+        return time.perf_counter() - start
+
+    windows, seconds = (3, 2.0) if FLAGS.quick else (5, 5.0)
+    compile_s, _ = seconds_of(1), seconds_of(1)  # the first call compiles; one more warms up
+    calls = max(1, int(seconds / max(seconds_of(1), 1e-6)))
+    return compile_s, statistics.median(calls * per_call / seconds_of(calls) for _ in range(windows))
 
 
 def random_data(size: int, obs_dim: int, act_dim: int, reward_transform: str = "none"):
@@ -131,9 +121,13 @@ def bench_update_n(agents, data, k: int, batch: int):
     return timed(call, k)
 
 
-def bench_iql() -> list[dict]:
+def iql_setup():
     config, data = iql_mujoco.get_config(), random_data(100_000, 11, 3)
-    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(config))  # noqa: E731
+    return data, lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(config))
+
+
+def bench_iql() -> list[dict]:
+    data, create = iql_setup()
     flops, ceiling = flops_of(IQLLearner.update, create(jax.random.key(0)), data.sample(jax.random.key(1), 256)), chain_gflops(256, 256)
     agent, host = [create(jax.random.key(0))], jax.device_get(data)
     rng = np.random.default_rng(0)
@@ -167,11 +161,10 @@ def bench_iql() -> list[dict]:
 
 
 def fused_chunk(mesh, envs, obs_dim: int, config):
-    """The design the online loop replaced, kept to measure the choice (one seed per device):
-    env steps begin..end-1 in one compiled call, each starting the env on a host thread (an
-    io_callback), updating meanwhile, collecting the env (a second io_callback), storing and
-    acting. The fake data dependency (0 x the metrics) makes XLA write the row after the
-    update's batch gathers; without it XLA copies the whole buffer every env step."""
+    """The design the online loop replaced, kept to measure the choice (one seed): env steps
+    begin..end-1 in one compiled call, each starting the env on a host thread (io_callback),
+    updating meanwhile, collecting the env (io_callback), storing, acting. The fake dependency
+    (0 x metrics) orders the row's write after the update's gathers, or XLA copies the buffer."""
     worker, pending = concurrent.futures.ThreadPoolExecutor(1), []
     start = lambda actions: pending.append(worker.submit(envs.step, np.array(actions))) or np.float32(0)  # noqa: E731
     shapes = (jax.ShapeDtypeStruct((1, obs_dim), jnp.float32), *[jax.ShapeDtypeStruct((1,), jnp.float32)] * 3,
@@ -248,9 +241,11 @@ def bench_online() -> list[dict]:
 
 def bench_idql() -> list[dict]:
     config, data = idql_mujoco.get_config(), random_data(100_000, 11, 3)
-    agent = IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IDQLLearner.fields(config))
+    create = lambda: IDQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0],  # noqa: E731
+                                        IDQLLearner.fields(config))
+    agent = create()  # for acting: the update's agent is donated
     flops = flops_of(IDQLLearner.update, agent, data.sample(jax.random.key(1), 256))
-    rows = [record("idql", "update, batch 256", "updates/s", bench_update_n(agent, data, 20, 256), flops,
+    rows = [record("idql", "update, batch 256", "updates/s", bench_update_n(create(), data, 20, 256), flops,
                    chain_gflops(256, 1024, training=True))]
     obs, counter = data.observations[:10], iter(range(10**9))
     act = lambda: jax.block_until_ready(agent.sample_actions(obs, jax.random.fold_in(jax.random.key(0), next(counter)), 1.0))  # noqa: E731
@@ -275,12 +270,9 @@ def report(rows: list[dict]) -> None:
 def main(argv):
     cli.check_no_arguments(argv)
     if FLAGS.child:
-        n, k = (int(x) for x in FLAGS.child.split(","))
-        config, data = iql_mujoco.get_config(), random_data(100_000, 11, 3)
+        (n, k), (data, create) = (int(x) for x in FLAGS.child.split(",")), iql_setup()
         mesh = multiseed.make_mesh(n)
-        agents = multiseed.create_agents(lambda key: IQLLearner.create(key, data.observations[0], data.actions[0],
-                                                                       IQLLearner.fields(config)), range(n), mesh)
-        compile_s, rate = bench_update_n(agents, multiseed.replicate(data, mesh), k, 256)
+        compile_s, rate = bench_update_n(multiseed.create_agents(create, range(n), mesh), multiseed.replicate(data, mesh), k, 256)
         print("RECORD " + json.dumps({"rate": rate * n, "compile_s": compile_s}))
         return
     unknown = sorted(set(FLAGS.parts) - set(PARTS))
