@@ -65,15 +65,16 @@ def compiled_update(mesh: Mesh, num_updates: int, batch_size: int, mix_offline: 
     return multiseed.per_seed(update, mesh, num_seeded=2, num_shared=1, donate=(0,))
 
 
+def act(agent, key, obs, index, temperature):
+    """One seed's action for its observation, drawn with its acting key folded with `index`
+    (the number of env steps taken so far)."""
+    return agent.sample_actions(obs[None], jax.random.fold_in(key, index), temperature)[0]
+
+
 @functools.lru_cache(maxsize=None)
 def compiled_act(mesh: Mesh, temperature: float) -> Callable:
-    """`act(agents, act_keys, obs, index) -> actions`: each seed's action for its observation,
-    drawn with its acting key folded with `index` (the number of env steps taken so far)."""
-
-    def act(agent, key, obs, index):
-        return agent.sample_actions(obs[None], jax.random.fold_in(key, index), temperature)[0]
-
-    return multiseed.per_seed(act, mesh, num_seeded=3, num_shared=1, donate=())
+    """`act(agents, act_keys, obs, index) -> actions` for every seed."""
+    return multiseed.per_seed(lambda *a: act(*a, temperature), mesh, num_seeded=3, num_shared=1, donate=())
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,14 +82,13 @@ def compiled_store_and_act(mesh: Mesh, temperature: float) -> Callable:
     """`store_and_act(buffers, stats, agents, act_keys, obs, actions, rewards, terminated,
     truncated, last_obs, next_obs, index) -> (buffers, stats, next actions)`: each seed stores
     its transition (obs, action, reward, terminated, truncated, last_obs) and draws the action
-    for `next_obs` as `compiled_act` does. Buffers and stats are donated: the write is in place."""
+    for `next_obs` (`act`). Buffers and stats are donated: the write is in place."""
 
     def store_and_act(buffer, stats, agent, key, obs, action, reward, terminated, truncated, last_obs, next_obs,
                       index):
         buffer = buffer.insert(*(x[None] for x in (obs, action, reward, terminated, truncated, last_obs)))
         stats = stats.record(reward, jnp.maximum(terminated, truncated))
-        action = agent.sample_actions(next_obs[None], jax.random.fold_in(key, index), temperature)[0]
-        return buffer, stats, action
+        return buffer, stats, act(agent, key, next_obs, index, temperature)
 
     return multiseed.per_seed(store_and_act, mesh, num_seeded=11, num_shared=1, donate=(0, 1))
 
