@@ -34,6 +34,7 @@ from flax.training.train_state import TrainState
 
 import learner
 from learner import (
+    adam,
     check_batch,
     check_hyperparameters,
     critic_step,
@@ -42,6 +43,7 @@ from learner import (
     resolve_config,
     scan_updates,
     value_step,
+    with_rate_in_state,
 )
 from networks import BETA_SCHEDULES, CriticEnsemble, DiffusionNoiseModel, ValueCritic, xavier_init
 
@@ -179,10 +181,13 @@ def actor_adamw(config: Mapping) -> optax.GradientTransformation:
     """AdamW (weight decay `actor_weight_decay`) at `actor_lr`, cosine-decayed to 0 over
     `decay_steps` (else `max_steps`) with `cosine_decay`: the original's optax.adamw
     (ddpm_iql_simple/ddpm_iql_learner.py:97-119)."""
-    learning_rate = config["actor_lr"]
-    if config["cosine_decay"]:
-        learning_rate = optax.cosine_decay_schedule(learning_rate, int(config["decay_steps"] or config["max_steps"]))
-    return optax.adamw(learning_rate, weight_decay=float(config["actor_weight_decay"]))
+
+    def make(learning_rate):
+        if config["cosine_decay"]:
+            learning_rate = optax.cosine_decay_schedule(learning_rate, int(config["decay_steps"] or config["max_steps"]))
+        return optax.adamw(learning_rate, weight_decay=float(config["actor_weight_decay"]))
+
+    return with_rate_in_state(make, config["actor_lr"])
 
 
 class IDQLLearner(struct.PyTreeNode):
@@ -246,10 +251,10 @@ class IDQLLearner(struct.PyTreeNode):
         # Xavier init and a LayerNorm on the value's input, as the IDQL code (unlike IQL's).
         critic_def = CriticEnsemble(hidden_dims, num_qs=int(config["num_qs"]), kernel_init=xavier_init())
         critic_params = critic_def.init(critic_key, observations, actions)["params"]
-        critic = TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=optax.adam(config["critic_lr"]))
+        critic = TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=adam(config["critic_lr"]))
         value_def = ValueCritic(hidden_dims, input_layer_norm=True, kernel_init=xavier_init())
         value = TrainState.create(apply_fn=value_def.apply, params=value_def.init(value_key, observations)["params"],
-                                  tx=optax.adam(config["value_lr"]))
+                                  tx=adam(config["value_lr"]))
 
         betas = BETA_SCHEDULES[config["beta_schedule"]](int(config["diffusion_steps"]))
         return cls(

@@ -225,13 +225,29 @@ def check_hyperparameters(config: Mapping, ranges: Mapping = HYPERPARAMETER_RANG
         raise ValueError(f"config.hidden_dims must be positive layer widths, got {dims!r}")
 
 
+def with_rate_in_state(make: Callable[[Any], optax.GradientTransformation],
+                       learning_rate: float) -> optax.GradientTransformation:
+    """`make(learning_rate)` with the rate held in the optimizer state (optax.inject_hyperparams),
+    a leaf like `beta`: stacked agents may train at different rates (a sweep) in one program."""
+    return optax.inject_hyperparams(make)(learning_rate=learning_rate)
+
+
+def adam(learning_rate: float) -> optax.GradientTransformation:
+    """Adam at a rate held in its state (the critic's and value's optimizer); its other
+    constants stay constants."""
+    return with_rate_in_state(lambda learning_rate: optax.adam(learning_rate), learning_rate)
+
+
 def actor_adam(config: Mapping) -> optax.GradientTransformation:
     """Adam at `actor_lr`; with `cosine_decay` the rate decays to 0 over `max_steps`, as the
-    original's offline runs."""
-    learning_rate = config["actor_lr"]
-    if config["cosine_decay"]:
-        learning_rate = optax.cosine_decay_schedule(learning_rate, int(config["max_steps"]))
-    return optax.adam(learning_rate)
+    original's offline runs (the decay starts from the rate held in the state)."""
+
+    def make(learning_rate):
+        if config["cosine_decay"]:
+            learning_rate = optax.cosine_decay_schedule(learning_rate, int(config["max_steps"]))
+        return optax.adam(learning_rate)
+
+    return with_rate_in_state(make, config["actor_lr"])
 
 
 class IQLLearner(struct.PyTreeNode):
@@ -297,14 +313,14 @@ class IQLLearner(struct.PyTreeNode):
         critic_def = CriticEnsemble(hidden_dims, num_qs=int(config["num_qs"]))
         critic_params = critic_def.init(critic_key, observations, actions)["params"]
         critic = TrainState.create(
-            apply_fn=critic_def.apply, params=critic_params, tx=optax.adam(config["critic_lr"])
+            apply_fn=critic_def.apply, params=critic_params, tx=adam(config["critic_lr"])
         )
 
         value_def = ValueCritic(hidden_dims)
         value = TrainState.create(
             apply_fn=value_def.apply,
             params=value_def.init(value_key, observations)["params"],
-            tx=optax.adam(config["value_lr"]),
+            tx=adam(config["value_lr"]),
         )
 
         def leaf(x):

@@ -102,7 +102,7 @@ class Parts:
     """What both phases use, built once in `main`."""
 
     config: Any
-    seeds: list
+    members: Any  # harness.sweep.Members: one per seed x sweep point
     mesh: Any
     source: Any  # harness.sources.Source: the data on the host, its env and reference returns
     data: Any  # the dataset, replicated over the mesh
@@ -133,7 +133,7 @@ def offline_phase(run: Parts, agents, state: dict | None) -> tuple:
         step = 0
     if config.pretrain_steps and not FLAGS.init_from:
         agents = train_offline.train(
-            agents, run.data, config, run.seeds, step, config.pretrain_steps, writer=run.writer,
+            agents, run.data, config, run.members, step, config.pretrain_steps, writer=run.writer,
             checkpointer=run.checkpointer, evaluator=run.evaluator, signals=run.signals, state_extra={"online": 0},
             log_extra={**OFFLINE_ROW, "online_return": None}, eval_extra=OFFLINE_ROW,
             eval_interval=config.pretrain_eval_interval)
@@ -156,7 +156,7 @@ def online_buffers(run: Parts, state: dict | None):
             single = ReplayBuffer.from_dataset(data, config.buffer_size, scale, shift)
         except DatasetError as e:
             raise cli.UserError(str(e)) from e
-    return multiseed.shard_seeds(multiseed.stack([single] * len(run.seeds)), run.mesh)
+    return multiseed.shard_seeds(multiseed.stack([single] * len(run.members.seeds)), run.mesh)
 
 
 def online_phase(run: Parts, agents, buffers, offline_steps: int, state: dict | None):
@@ -164,7 +164,8 @@ def online_phase(run: Parts, agents, buffers, offline_steps: int, state: dict | 
     (agents, step, episodes per seed). The run's step counts on from the offline phase, one per
     env step, so logs, evaluations and checkpoints in this phase fall every `*_interval` env
     steps and are named by `offline_steps + env_step`."""
-    config, n, mesh = run.config, len(run.seeds), run.mesh
+    config, seeds, mesh = run.config, run.members.seeds, run.mesh
+    n, hyper = len(seeds), run.members.points if run.members.fields else None
     if state is not None and int(state["online"]):
         env_step = int(state["env_step"])
         stats = online.OnlineStats.create(state["episode_count"], state["recent_returns"])
@@ -172,7 +173,7 @@ def online_phase(run: Parts, agents, buffers, offline_steps: int, state: dict | 
         env_step = 0
         stats = online.OnlineStats.create(np.zeros(n, np.int32), np.full((n, online.RECENT), np.nan))
     stats = multiseed.shard_seeds(stats, mesh)
-    streams = [multiseed.seed_streams(s) for s in run.seeds]
+    streams = [multiseed.seed_streams(s) for s in seeds]
     act_keys = multiseed.shard_seeds(jnp.stack([st["acting"] for st in streams]), mesh)
     # Episodes start from seeds derived from the env-step count (a resumed run restarts the
     # episodes that a stop interrupted; the env's own state cannot be saved in general).
@@ -207,17 +208,17 @@ def online_phase(run: Parts, agents, buffers, offline_steps: int, state: dict | 
             if not (log or evaluate or save):
                 continue
             if metrics is not None:
-                stops.check_finite(step, checked_through + 1, agents, metrics, run.checkpointer)
+                stops.check_finite(step, checked_through + 1, agents, metrics, run.checkpointer, run.members)
                 checked_through = step
             extra = {"phase": "online", "env_steps": env_step}
             if log:
                 host = multiseed.fetch({"count": stats.episode_count, "recent": stats.recent})
                 online_return = float(np.mean(np.nanmean(host["recent"], axis=1))) if host["count"].min() > 0 else None
-                run.writer.write_seeds("train", step, run.seeds, multiseed.fetch(metrics),
-                                       {**extra, "online_return": online_return})
+                run.writer.write_seeds("train", step, seeds, multiseed.fetch(metrics),
+                                       {**extra, "online_return": online_return}, hyper)
             if evaluate:
                 columns = run.evaluator.evaluate(agents, step)
-                run.writer.write_seeds("eval", step, run.seeds, columns, extra)
+                run.writer.write_seeds("eval", step, seeds, columns, extra, hyper)
                 bar.set_postfix(score=f"{run.evaluator.score(columns):.1f}")
             if save:
                 path = rundir.save(run.checkpointer, step, {
@@ -236,18 +237,20 @@ def main(argv):
     check_config(config)
     loop_fields = tuple(f for f in algorithms.OFFLINE_FIELDS if f != "max_steps") + FINETUNE_FIELDS
     algorithm = algorithms.algorithm_for(config, loop_fields)
-    seeds = [FLAGS.seed + i for i in range(FLAGS.num_seeds)]
+    members = algorithms.run_members(algorithm, config, FLAGS.sweep, FLAGS.seed, FLAGS.num_seeds)
+    seeds = members.seeds  # one per member: each grid point has the seeds seed .. seed + num_seeds - 1
     mesh = multiseed.run_mesh(len(seeds), FLAGS.num_devices)
     workdir, resuming = rundir.open_workdir(FLAGS, config, prefix="finetune_")
     source = sources.load(FLAGS, config)
     if source.make_env is None:
         raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
-    print(f"{source.describe()}; {len(seeds)} seed(s) on {mesh.devices.size} {jax.devices()[0].platform} "
+    grid = f" x {len(members.grid())} sweep points" if members.fields else ""
+    print(f"{source.describe()}; {FLAGS.num_seeds} seed(s){grid} on {mesh.devices.size} {jax.devices()[0].platform} "
           f"device(s); writing to {workdir}", *source.notes, sep="\n")
     if not resuming and jax.process_index() == 0:
         rundir.write_config(workdir, FLAGS, config, source, mesh)
 
-    agents = algorithms.create_agents(algorithm, config, source.data, seeds, mesh,
+    agents = algorithms.create_agents(algorithm, config, source.data, members, mesh,
                                       max_steps=config.pretrain_steps + config.online_steps)
     checkpointer = outputs.Checkpointer(workdir, config.keep_checkpoints)
     dims = (len(seeds), source.data.observations.shape[1], source.data.actions.shape[1])
@@ -256,14 +259,15 @@ def main(argv):
                                    config.get("eval_temperature"), 0.0 if state is None else float(state["eval_seconds"]))
     with outputs.MetricsWriter(workdir, config.tensorboard, resume_step=None if state is None else int(state["step"]),
                                enabled=jax.process_index() == 0) as writer, stops.StopSignals() as signals:
-        run = Parts(config, seeds, mesh, source, multiseed.replicate(source.data, mesh), writer, checkpointer,
+        run = Parts(config, members, mesh, source, multiseed.replicate(source.data, mesh), writer, checkpointer,
                     evaluator, signals)
         agents, offline_steps = offline_phase(run, agents, state)
         buffers = online_buffers(run, state)
         agents, step, episodes = online_phase(run, algorithm.for_online_phase(agents), buffers, offline_steps, state)
         rundir.finish(workdir, agents, writer.rows.get("eval", []), step, time.perf_counter() - began,
                       evaluator.seconds, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
-                                          "online_episodes_per_seed": [int(c) for c in episodes]})
+                                          "online_episodes_per_seed": [int(c) for c in episodes]},
+                      sweep_fields=members.fields)
     if FLAGS.video:  # last: the results are saved whatever rendering does
         evaluator.video(agents, step, workdir)
 

@@ -4,7 +4,9 @@ run's agents: one per seed, stacked and sharded (harness/multiseed.py)."""
 import dataclasses
 from typing import Any, Callable, Optional
 
-from harness import cli, multiseed
+import idql
+import learner
+from harness import cli, multiseed, sweep
 from idql import IDQLLearner
 from learner import IQLLearner
 
@@ -15,14 +17,15 @@ class Algorithm:
     fine-tuning's online phase starts."""
 
     agent_class: Any
+    ranges: dict  # each float hyperparameter's allowed range (checked for every sweep point)
     for_online_phase: Callable[[Any], Any] = lambda agents: agents
 
 
 # config.algo -> Algorithm (an explicit table, never a name lookup in globals()).
 ALGORITHMS = {
-    "iql": Algorithm(IQLLearner),
+    "iql": Algorithm(IQLLearner, learner.HYPERPARAMETER_RANGES),
     # IDQL fine-tunes only its critic online; the diffusion actor stays as pretrained.
-    "idql": Algorithm(IDQLLearner, for_online_phase=lambda agents: agents.replace(train_actor=False)),
+    "idql": Algorithm(IDQLLearner, idql.HYPERPARAMETER_RANGES, for_online_phase=lambda agents: agents.replace(train_actor=False)),
 }
 
 # Who reads the fields of a run's config besides its agent (`agent_class.fields`): the data
@@ -57,13 +60,27 @@ def check_intervals(config, total_steps_field: str = "max_steps") -> None:
                                 f"{config.steps_per_call}: the loop logs and evaluates between compiled calls")
 
 
-def create_agents(algorithm: Algorithm, config, data, seeds: list[int], mesh, max_steps: Optional[int] = None):
-    """One agent per seed (from its "agent" key stream), stacked on the seed axis and sharded
-    over `mesh`; `max_steps` (fine-tuning's) replaces the config's as the span of the actor's
-    schedule. The example observation and action come from `data`."""
+def run_members(algorithm: Algorithm, config, specs: list[str], seed: int, num_seeds: int) -> sweep.Members:
+    """The run's members: `num_seeds` seeds from `seed`, times every point of the `--sweep` grid."""
+    members = sweep.members(seed, num_seeds, sweep.parse(specs, config, sweep.sweepable_fields(algorithm.agent_class)))
+    for point in members.grid():
+        for name, value in point.items():
+            ok, allowed = algorithm.ranges[name]
+            if not ok(value):
+                raise cli.UserError(f"--sweep: config.{name} must be {allowed}, got {value:g}")
+    return members
+
+
+def create_agents(algorithm: Algorithm, config, data, members: sweep.Members, mesh, max_steps: Optional[int] = None):
+    """One agent per member (from its seed's "agent" key stream, with its swept values),
+    stacked on the member axis and sharded over `mesh`; `max_steps` (fine-tuning's) replaces
+    the config's as the span of the actor's schedule. The example observation and action come
+    from `data`."""
     obs, act = data.observations[0], data.actions[0]
     fields = algorithm.agent_class.fields(config) | ({} if max_steps is None else {"max_steps": max_steps})
     try:
-        return multiseed.create_agents(lambda key: algorithm.agent_class.create(key, obs, act, fields), seeds, mesh)
+        agents = multiseed.create_agents(lambda key: algorithm.agent_class.create(key, obs, act, fields),
+                                         members.seeds, mesh)
     except ValueError as e:
         raise cli.UserError(str(e)) from e
+    return multiseed.shard_seeds(sweep.apply(agents, members), mesh) if members.fields else agents

@@ -121,6 +121,9 @@ def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0
     flags.DEFINE_integer("seed", 0, "Seed of the run; every random draw derives from it.", flag_values=flag_values)
     flags.DEFINE_integer("num_seeds", 1, "Train seeds seed .. seed+num_seeds-1 together in this process.",
                          flag_values=flag_values)
+    flags.DEFINE_multi_string("sweep", [], "A grid over a float hyperparameter, e.g. --sweep=beta=1,3,10 (repeatable: "
+                              "the cross product); every point x --num_seeds seeds trains in this process as one "
+                              "program (harness/sweep.py).", flag_values=flag_values)
     flags.DEFINE_integer("num_devices", 0, "Devices to split the seeds over (0: as many as divide num_seeds).",
                          flag_values=flag_values)
     flags.DEFINE_string("env_name", None, "Gymnasium id of the env (needed for .hdf5/.npz datasets).",

@@ -197,6 +197,13 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
+@jax.jit
+def finite_per_member(tree: Any) -> jax.Array:
+    """(members,) True where every float leaf of that member (leading axis) is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]), axis=0)
+
+
 def unstack(agents: Any, index: int) -> Any:
     """Seed `index` of stacked agents, as a single agent."""
     return jax.tree.map(lambda x: x[index], agents)

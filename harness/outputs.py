@@ -108,7 +108,7 @@ class MetricsWriter:
         self._files: dict[str, Any] = {}
         self._writers: dict[str, csv.DictWriter] = {}
         self._tensorboard = tensorboard
-        self._tb: dict[int, Any] = {}
+        self._tb: dict[str, Any] = {}
         self.rows: dict[str, list[dict]] = {}
         if resume_step is not None and enabled:
             for kind in ("train", "eval"):
@@ -129,24 +129,29 @@ class MetricsWriter:
         _atomic_write(path, buffer.getvalue().encode())
         self.rows[kind] = [{k: _cell(v) for k, v in r.items()} for r in kept]
 
-    def _tb_writer(self, seed: int):
-        if seed not in self._tb:
+    def _tb_writer(self, name: str):
+        if name not in self._tb:
             from tensorboardX import SummaryWriter  # imported lazily: optional output
 
-            self._tb[seed] = SummaryWriter(os.path.join(self.workdir, "tb", f"seed_{seed}"))
-        return self._tb[seed]
+            self._tb[name] = SummaryWriter(os.path.join(self.workdir, "tb", name))
+        return self._tb[name]
 
     def write_seeds(self, kind: str, step: int, seeds: list[int], columns: Optional[dict],
-                    extra: Optional[dict] = None) -> None:
-        """One row per seed: {step, seed, **{name: columns[name][i]}, **extra} (columns hold a
-        value per seed, e.g. the training metrics fetched from the device)."""
+                    extra: Optional[dict] = None, hyperparameters: Optional[list[dict]] = None) -> None:
+        """One row per seed: {step, seed, **hyperparameters[i], **{name: columns[name][i]},
+        **extra} (columns hold a value per seed, e.g. the training metrics fetched from the
+        device; `hyperparameters`, a sweep member's swept values, also name its TensorBoard
+        folder)."""
         if columns is None:
             return
         for i, seed in enumerate(seeds):
-            self.write(kind, step, seed, {**{k: v[i] for k, v in columns.items()}, **(extra or {})})
+            hyper = hyperparameters[i] if hyperparameters else {}
+            self.write(kind, step, seed, {**hyper, **{k: v[i] for k, v in columns.items()}, **(extra or {})},
+                       tb_name=",".join(f"{k}={v:g}" for k, v in hyper.items()) + f"{'/' if hyper else ''}seed_{seed}")
 
-    def write(self, kind: str, step: int, seed: int, scalars: dict) -> None:
-        """Append one row {step, seed, **scalars}; None values are written as empty cells."""
+    def write(self, kind: str, step: int, seed: int, scalars: dict, tb_name: Optional[str] = None) -> None:
+        """Append one row {step, seed, **scalars}; None values are written as empty cells.
+        TensorBoard scalars go to tb/<tb_name> (default seed_<seed>)."""
         if not self.enabled:
             return
         row = {"step": int(step), "seed": int(seed), **{k: _scalar(v) for k, v in scalars.items()}}
@@ -169,7 +174,7 @@ class MetricsWriter:
         self._files[kind].flush()
         self.rows.setdefault(kind, []).append(row)
         if self._tensorboard:
-            tb = self._tb_writer(seed)
+            tb = self._tb_writer(tb_name or f"seed_{seed}")
             for k, v in scalars.items():
                 v = _scalar(v)
                 if isinstance(v, (int, float)) and math.isfinite(v):

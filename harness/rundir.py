@@ -11,10 +11,11 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from harness import cli, multiseed, outputs
+from harness import cli, multiseed, outputs, sweep
 
 # The flags that make a run what it is: a resume must match them (and the config).
-RUN_FLAGS = ("dataset", "seed", "num_seeds", "env_name")
+RUN_FLAGS = ("dataset", "seed", "num_seeds", "env_name", "sweep")
+FLAG_DEFAULTS = {"sweep": []}  # a config.json without the flag: its default
 
 
 def default_workdir(config, dataset: str, seed: int, prefix: str = "") -> str:
@@ -39,7 +40,8 @@ def open_workdir(flag_values, config, prefix: str = "") -> tuple[str, bool]:
         with open(os.path.join(workdir, "config.json")) as f:
             saved = json.load(f)
         changed = [f"config.{k}" for k in config_changes(saved["config"], config)]
-        changed += sorted(f"--{k}" for k in RUN_FLAGS if saved["flags"].get(k) != getattr(flag_values, k))
+        changed += sorted(f"--{k}" for k in RUN_FLAGS
+                          if saved["flags"].get(k, FLAG_DEFAULTS.get(k)) != getattr(flag_values, k))
         if changed and not flag_values.allow_config_change:
             raise cli.UserError(f"{workdir} holds checkpoints of a run with different {', '.join(changed)}; rerun "
                                 "with the same settings to resume it, pass --allow_config_change to resume with the "
@@ -107,19 +109,37 @@ def summarize(eval_rows: list[dict]) -> dict:
     }
 
 
+def summarize_sweep(eval_rows: list[dict], fields: tuple) -> dict:
+    """`summarize` for each grid point (rows grouped by the swept `fields`' columns), and the
+    best point: the highest mean over its seeds of their last evaluations."""
+    points: dict[tuple, list[dict]] = {}
+    for r in eval_rows:
+        points.setdefault(tuple(r[f] for f in fields), []).append(r)
+    grid = [{"hyperparameters": dict(zip(fields, key)), **summarize(rows)} for key, rows in points.items()]
+    best = max(grid, key=lambda p: p["last_mean"]) if grid else None
+    return {"metric": grid[0]["metric"] if grid else None, "sweep": list(fields), "points": grid,
+            "best_point": None if best is None else best["hyperparameters"],
+            **({} if best is None else {k: best[k] for k in ("last_mean", "last_std", "best_mean", "best_std")}),
+            "num_seeds": best["num_seeds"] if best else 0}
+
+
 def finish(workdir: str, agents: Any, eval_rows: list[dict], steps: int, wall: float, eval_seconds: float,
-           extra: Optional[dict] = None) -> dict:
+           extra: Optional[dict] = None, sweep_fields: tuple = ()) -> dict:
     """Save the agents (`agent.msgpack`, stacked on the seed axis) and write `summary.json`;
     every process takes part (the agents are gathered), the first one writes."""
     host = multiseed.fetch(agents)  # a collective under jax.distributed
     if jax.process_index() != 0:
         return {}
     outputs.save_pytree(os.path.join(workdir, "agent.msgpack"), host)
-    summary = summarize(eval_rows)
+    summary = summarize_sweep(eval_rows, sweep_fields) if sweep_fields else summarize(eval_rows)
     summary.update(steps=steps, wall_time_s=wall, eval_time_fraction=eval_seconds / wall, **(extra or {}))
     outputs.write_json(os.path.join(workdir, "summary.json"), summary)
     if summary.get("metric"):
-        print(f"final {summary['metric']}: {summary['last_mean']:.2f} +- {summary['last_std']:.2f} "
+        for point in summary.get("points", []):
+            print(f"{sweep.describe(point['hyperparameters'])}: final {summary['metric']} {point['last_mean']:.2f} "
+                  f"+- {point['last_std']:.2f} (best {point['best_mean']:.2f})")
+        best = f" at the best point, {sweep.describe(summary['best_point'])}" if sweep_fields else ""
+        print(f"final {summary['metric']}{best}: {summary['last_mean']:.2f} +- {summary['last_std']:.2f} "
               f"(best {summary['best_mean']:.2f}); {wall:.0f} s, {100 * eval_seconds / wall:.1f}% in evaluation")
     return summary
 

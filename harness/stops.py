@@ -43,9 +43,10 @@ class StopSignals:
                               "same command again to resume")
 
 
-def check_finite(step: int, first: int, agents, metrics: dict, checkpointer) -> None:
-    """Stop, naming the steps `first`..`step` and the quantity, if a loss or a parameter is NaN
-    or infinite; the newest checkpoint (written before these steps) stays the newest."""
+def check_finite(step: int, first: int, agents, metrics: dict, checkpointer, members=None) -> None:
+    """Stop, naming the steps `first`..`step`, the quantity and (in a sweep) the members' seeds
+    and hyperparameters, if a loss or a parameter is NaN or infinite; the newest checkpoint
+    (written before these steps) stays the newest."""
     if bool(multiseed.all_finite((metrics, agents))):
         return
     metrics = multiseed.fetch(metrics)
@@ -54,4 +55,8 @@ def check_finite(step: int, first: int, agents, metrics: dict, checkpointer) -> 
     last = checkpointer.steps()
     kept = f"the last good checkpoint is {checkpointer.path(last[0])}" if last else "no checkpoint was written"
     span = f"step {step}" if first >= step else f"steps {first}..{step}"
-    raise cli.UserError(f"non-finite {what} in {span}; stopped; {kept}")
+    who = ""
+    if members is not None and members.fields:
+        bad = np.flatnonzero(~multiseed.fetch(multiseed.finite_per_member((metrics, agents))))
+        who = " of " + "; ".join(f"seed {members.seeds[j]} at {members.label(j)}" for j in bad)
+    raise cli.UserError(f"non-finite {what}{who} in {span}; stopped; {kept}")

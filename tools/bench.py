@@ -14,6 +14,8 @@ windows; the table gives the median (docs/speed.md has this machine's figures).
           offline updates/s of the same agent.
   idql    configs/idql_mujoco.py: the update against the matmuls a block costs in training;
           acting for 10 envs against the noise model's forward chain (256 -> 1024 -> 256).
+  sweep   an 8-point grid (the iql part's agent, beta 1..8) trained as one program, against 8
+          one-agent runs side by side in 8 processes over the same window: the same total work.
 """
 
 import concurrent.futures
@@ -35,19 +37,20 @@ import dataset as dataset_lib
 import evaluation
 from behavior import mazes
 from configs import idql_mujoco, iql_antmaze_finetune, iql_mujoco
-from harness import cli, multiseed, online
+from harness import cli, multiseed, online, sweep
 from idql import IDQLLearner
 from learner import IQLLearner
 from replay_buffer import ReplayBuffer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("iql", "online", "idql")
+PARTS = ("iql", "online", "idql", "sweep")
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_bool("quick", False, "Short timing windows (a few minutes in all).", flag_values=FLAGS)
 flags.DEFINE_string("json", None, "Also write the records to this JSON file.", flag_values=FLAGS)
 flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {', '.join(PARTS)}.", flag_values=FLAGS)
-flags.DEFINE_string("child", None, "Internal: time N sharded seeds ('N,K') in this process.", flag_values=FLAGS)
+flags.DEFINE_string("child", None, "Internal: time N sharded seeds ('N,K'), or one agent alone ('alone,K,seconds').",
+                    flag_values=FLAGS)
 
 
 def timed(fn, per_call: int, best: bool = False) -> tuple[float, float]:
@@ -258,6 +261,47 @@ def bench_idql() -> list[dict]:
     return rows
 
 
+def bench_sweep(members: int = 8, k: int = 100) -> list[dict]:
+    """An 8-point beta grid in one program (harness/sweep.py) against 8 one-agent runs side by
+    side in their own processes, timed over the same window once all of them have compiled."""
+    data, create = iql_setup()
+    mesh = multiseed.make_mesh(members)
+    grid = sweep.members(0, 1, [("beta", [float(b) for b in range(1, members + 1)])])
+    agents = multiseed.shard_seeds(sweep.apply(multiseed.create_agents(create, grid.seeds, mesh), grid), mesh)
+    compile_s, rate = bench_update_n(agents, multiseed.replicate(data, mesh), k, 256)
+    rows = [record("sweep", f"{members}-point grid in one program, K={k} (all members)", "updates/s",
+                   (compile_s, members * rate))]
+    window = 4.0 if FLAGS.quick else 10.0
+    procs = [subprocess.Popen([sys.executable, "-m", "tools.bench", f"--child=alone,{k},{window}"], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(members)]
+    compiles = [float(p.stdout.readline().split()[1]) for p in procs]  # "READY <compile s>" once warm
+    for p in procs:  # go: every process times the same window
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    counts = [int(p.communicate()[0].split()[1]) for p in procs]  # "DONE <updates>"
+    rows.append(record("sweep", f"{members} one-agent runs side by side, K={k} (all runs)", "updates/s",
+                       (statistics.median(compiles), sum(counts) / window)))
+    return rows
+
+
+def alone_child(k: int, window: float) -> None:
+    """One agent's update_n in a loop for `window` seconds after the parent's go; prints the count."""
+    data, create = iql_setup()
+    agent = [create(jax.random.key(0))]
+    tic = time.perf_counter()
+    for _ in range(2):
+        agent[0], info = agent[0].update_n(data, k, 256)
+        jax.block_until_ready(info)
+    print(f"READY {time.perf_counter() - tic:.2f}", flush=True)
+    sys.stdin.readline()
+    count, end = 0, time.perf_counter() + window
+    while time.perf_counter() < end:
+        agent[0], info = agent[0].update_n(data, k, 256)
+        jax.block_until_ready(info)
+        count += k
+    print(f"DONE {count}", flush=True)
+
+
 def report(rows: list[dict]) -> None:
     print("\n| part | what | rate | of ceiling | of offline | compile s |\n|---|---|---|---|---|---|")
     for r in rows:
@@ -271,6 +315,9 @@ def report(rows: list[dict]) -> None:
 
 def main(argv):
     cli.check_no_arguments(argv)
+    if FLAGS.child and FLAGS.child.startswith("alone,"):
+        _, k, window = FLAGS.child.split(",")
+        return alone_child(int(k), float(window))
     if FLAGS.child:
         (n, k), (data, create) = (int(x) for x in FLAGS.child.split(",")), iql_setup()
         mesh = multiseed.make_mesh(n)
@@ -283,8 +330,8 @@ def main(argv):
     device = jax.devices()[0]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{device.platform} ({device.device_kind}), {cores} cores")
-    rows = [row for part in PARTS if part in FLAGS.parts for row in {"iql": bench_iql, "online": bench_online,
-                                                                      "idql": bench_idql}[part]()]
+    benches = {"iql": bench_iql, "online": bench_online, "idql": bench_idql, "sweep": bench_sweep}
+    rows = [row for part in PARTS if part in FLAGS.parts for row in benches[part]()]
     report(rows)
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:

@@ -4,7 +4,8 @@
     python -m tools.plot --workdirs=runs/a,runs/b --labels=IQL,BC --table_out=results.md
 
 Each work directory is one run of train_offline.py / train_finetune.py (one or more seeds):
-its `eval.csv` gives the curve and `config.json` names the dataset and the algorithm. Runs
+its `eval.csv` gives the curve and `config.json` names the dataset and the algorithm; a sweep
+(--sweep) gives one curve per grid point, labelled with its values. Runs
 with the same dataset and label are pooled (their seeds together). The figure has one panel
 per dataset and one line per label: the mean over seeds of the normalised score at each
 evaluation step, with a band of +-1 std over seeds. The table has one row per dataset and one
@@ -24,7 +25,7 @@ import re
 import numpy as np
 from absl import flags
 
-from harness import cli, outputs, rundir
+from harness import cli, outputs, rundir, sweep
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_list("workdirs", None, "Work directories, or glob patterns matching them.", flag_values=FLAGS)
@@ -51,23 +52,32 @@ def run_label(config: dict) -> str:
     return f"{algo} fine-tuned" if "online_steps" in config else algo
 
 
-def read_run(workdir: str, label: str | None = None) -> dict:
-    """{'dataset', 'label', 'rows'} of one work directory; rows as summarize() expects."""
+def read_runs(workdir: str, label: str | None = None) -> list[dict]:
+    """[{'dataset', 'label', 'rows', 'workdir'}] of one work directory (rows as summarize()
+    expects): one entry, or one per grid point of a sweep (--sweep), labelled with its values."""
     config_path, eval_path = os.path.join(workdir, "config.json"), os.path.join(workdir, "eval.csv")
     for path in (config_path, eval_path):
         if not os.path.exists(path):
             raise cli.UserError(f"{workdir} is not a finished or running work directory: {path} is missing")
     with open(config_path) as f:
         saved = json.load(f)
+    fields = [spec.partition("=")[0] for spec in saved.get("flags", {}).get("sweep") or []]
+    points: dict = {}
     with open(eval_path) as f:
-        rows = []
         for r in csv.DictReader(f):
             score = r.get("normalized_score")
-            rows.append({"step": int(r["step"]), "seed": int(r["seed"]), "return": float(r["return"]),
-                         "normalized_score": float(score) if score not in (None, "") else None})
+            points.setdefault(tuple(float(r[k]) for k in fields), []).append(
+                {"step": int(r["step"]), "seed": int(r["seed"]), "return": float(r["return"]),
+                 "normalized_score": float(score) if score not in (None, "") else None})
     dataset = saved.get("flags", {}).get("dataset") or os.path.basename(os.path.normpath(workdir))
-    return {"dataset": dataset, "label": label or run_label(saved.get("config", {})), "rows": rows,
-            "workdir": workdir}
+    config = saved.get("config", {})
+    runs = []
+    for values, rows in points.items():
+        point = dict(zip(fields, values))
+        name = label or run_label({**config, **point})
+        runs.append({"dataset": dataset, "label": f"{name} {sweep.describe(point)}".strip(), "rows": rows,
+                     "workdir": workdir})
+    return runs
 
 
 def expand(patterns: list[str]) -> list[str]:
@@ -197,7 +207,7 @@ def main(argv):
     workdirs = expand(FLAGS.workdirs)
     if FLAGS.labels and len(FLAGS.labels) != len(workdirs):
         raise cli.UserError(f"--labels has {len(FLAGS.labels)} entries for {len(workdirs)} work directories")
-    runs = [read_run(w, FLAGS.labels[i] if FLAGS.labels else None) for i, w in enumerate(workdirs)]
+    runs = [run for i, w in enumerate(workdirs) for run in read_runs(w, FLAGS.labels[i] if FLAGS.labels else None)]
     empty = [r["workdir"] for r in runs if not r["rows"]]
     runs = [r for r in runs if r["rows"]]
     if empty:
