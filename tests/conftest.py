@@ -2,13 +2,26 @@
 
 import csv
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from unittest import mock
 
 # Before anything imports JAX or huggingface_hub: CPU only, and fail fast instead of retrying
 # downloads on a machine without network.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# One compilation cache for the whole test run, in a fresh folder: the many tiny runs compile
+# the same programs again and again, in this process, in pytest-xdist's workers and in the
+# scripts' subprocesses (all inherit these variables). Removed when the run ends.
+OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="iql-tests-jax-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
@@ -56,6 +69,11 @@ def private_minari_root(tmp_path_factory, name: str):
         os.environ.pop("MINARI_DATASETS_PATH", None)
     else:
         os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def pytest_unconfigure(config):
+    if OWN_CACHE:
+        shutil.rmtree(OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +161,33 @@ def toy_args(toy, workdir, *extra) -> list[str]:
             f"--workdir={workdir}", "--config.hidden_dims=(32,32)", "--config.batch_size=64",
             "--config.reward_transform=none", "--config.ref_min_score=0", "--config.ref_max_score=30",
             "--config.tensorboard=False", *extra]
+
+
+def run_processes(n: int, args: list[str], folder, timeout: float = 300) -> str | None:
+    """`python *args` as n processes joined by jax.distributed (one CPU device each) on this
+    machine; None when all succeed, else their outputs. When one fails (its peers would wait
+    for it forever) or the time is up, the others are killed."""
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs, logs = [], [folder / f"process{pid}.log" for pid in range(n)]
+    for pid in range(n):
+        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(n),
+                   JAX_PROCESS_ID=str(pid), XLA_FLAGS="--xla_force_host_platform_device_count=1",
+                   JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+        with open(logs[pid], "w") as out:
+            procs.append(subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, stdout=out,
+                                          stderr=subprocess.STDOUT))
+    deadline = time.time() + timeout
+    while any(p.poll() is None for p in procs) and time.time() < deadline:
+        if any(p.returncode not in (None, 0) for p in procs):
+            break
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    if all(p.returncode == 0 for p in procs):
+        return None
+    return "\n".join(f"process {pid} (exit {p.returncode}):\n{log.read_text()[-3000:]}"
+                     for pid, (p, log) in enumerate(zip(procs, logs)))

@@ -14,7 +14,7 @@ import minari
 import numpy as np
 import pytest
 import toy_env
-from conftest import ROOT, read_csv, run_main, toy_args
+from conftest import ROOT, read_csv, run_main, run_processes, toy_args
 
 import dataset as dataset_lib
 import train_finetune
@@ -251,3 +251,23 @@ def test_online_phase_sharded_over_devices_equals_one_device(toy, tmp_path):
         assert summary["online_episodes_per_seed"] == [2, 2, 2, 2]
     for devices in (2, 4):
         chex.assert_trees_all_close(agents[1], agents[devices], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_under_jax_distributed_equal_one_process(toy, tmp_path):
+    """Fine-tuning over two processes (one CPU device and one seed each: their own envs, their
+    buffer rows, gathered results) trains seeds 0 and 1 exactly as one process does."""
+    args = toy_args(toy, tmp_path / "one", "--num_seeds=2", "--config.online_steps=60", "--config.eval_interval=60",
+                    "--config.log_interval=30", "--config.pretrain_steps=60", "--config.steps_per_call=30",
+                    "--config.checkpoint_interval=0")
+    run_main(train_finetune, *args)
+    two = [a.replace(str(tmp_path / "one"), str(tmp_path / "two")) for a in args]
+    logs = run_processes(2, ["-c", SHARDED_FINETUNE, *two, "--distributed"], tmp_path)
+    assert logs is None, logs
+    one, other = read_csv(tmp_path / "one" / "eval.csv"), read_csv(tmp_path / "two" / "eval.csv")
+    assert [(r["phase"], r["step"], r["seed"]) for r in other] == [(r["phase"], r["step"], r["seed"]) for r in one]
+    np.testing.assert_allclose([float(r["return"]) for r in other], [float(r["return"]) for r in one], rtol=1e-4)
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two")]
+    assert summaries[0]["online_episodes_per_seed"] == summaries[1]["online_episodes_per_seed"] == [2, 2]
+    saved = [flax.serialization.msgpack_restore((tmp_path / d / "agent.msgpack").read_bytes()) for d in ("one", "two")]
+    chex.assert_trees_all_close(saved[0], saved[1], rtol=1e-5, atol=1e-5)

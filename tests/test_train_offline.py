@@ -4,13 +4,12 @@ import glob
 import json
 import os
 import signal
-import sys
 
 import chex
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, parse_flags, read_csv, run_main
+from conftest import ROOT, parse_flags, read_csv, run_main, run_processes
 
 import train_offline
 from harness import algorithms, cli, multiseed, outputs
@@ -201,30 +200,19 @@ def test_two_seeds_in_one_process(minari_root, tmp_path):
     assert summary["last_mean"] == pytest.approx(np.mean(last)) and summary["last_std"] == pytest.approx(np.std(last))
 
 
+SCRIPT = "import train_offline; from harness import cli; cli.run(train_offline.main, train_offline.FLAGS)"
+
+
 @pytest.mark.slow
 def test_two_processes_under_jax_distributed_equal_one_process(minari_root, tmp_path):
     """The multi-host path on one machine: two processes (one CPU device each) joined by
     jax.distributed train seeds 3 and 4 over the global mesh, exactly as one process does."""
-    import socket
-    import subprocess
-
     args = [SMOKE, "--dataset=test/hopper/random-v0", "--seed=3", "--num_seeds=2", "--config.hidden_dims=(16,16)",
             "--config.tensorboard=False"]
     run_main(train_offline, *args, f"--workdir={tmp_path / 'one'}")
 
-    with socket.socket() as s:  # a free port for the coordinator
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(pid), XLA_FLAGS="--xla_force_host_platform_device_count=1",
-                   JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-        procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "train_offline.py"), *args, f"--workdir={tmp_path / 'two'}",
-             "--distributed"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in logs)
+    logs = run_processes(2, ["-c", SCRIPT, *args, f"--workdir={tmp_path / 'two'}", "--distributed"], tmp_path)
+    assert logs is None, logs
 
     one, two = read_csv(tmp_path / "one" / "eval.csv"), read_csv(tmp_path / "two" / "eval.csv")
     assert [(r["step"], r["seed"]) for r in two] == [(r["step"], r["seed"]) for r in one]

@@ -11,6 +11,7 @@ the IQL actor with beta = 0 (every advantage weight is 1). Missing `local/...` d
 built from the shipped behavior policies first. Resumable: finished runs (summary.json) are
 skipped, interrupted ones resume from their last checkpoint, so the same command continues
 a suite. At the end it runs tools/plot.py: `<root>/curves.png` and `<root>/results.md`.
+With `--sweep` (docs/sweeps.md) each run trains the whole grid; the table has a column per point.
 """
 
 import importlib.util
@@ -50,6 +51,9 @@ flags.DEFINE_string("root", "runs/suite", "Folder holding one work directory per
                     flag_values=FLAGS)
 flags.DEFINE_bool("smoke", False, "Use the configs' :smoke variants (tiny networks; for trying the suite out).",
                   flag_values=FLAGS)
+flags.DEFINE_multi_string("sweep", [], "A hyperparameter grid for every run (repeatable, as train_offline's "
+                          "--sweep), e.g. --sweep=beta=1,3,10: each run trains all its points in one process.",
+                          flag_values=FLAGS)
 flags.DEFINE_multi_string("override", [], "An extra flag for every run (repeatable), e.g. "
                           "--override=--config.batch_size=512.", flag_values=FLAGS)
 
@@ -92,7 +96,8 @@ def run_command(algo: str, dataset: str) -> list[str]:
             f"--config.max_steps={steps}", f"--config.eval_interval={interval}",
             f"--config.eval_episodes={FLAGS.eval_episodes}",
             # A checkpoint at every evaluation: an interrupted suite loses at most one interval.
-            f"--config.checkpoint_interval={interval}", *extra, *FLAGS.override]
+            f"--config.checkpoint_interval={interval}", *extra, *(f"--sweep={s}" for s in FLAGS.sweep),
+            *FLAGS.override]
 
 
 def finished(path: str) -> dict | None:
@@ -136,8 +141,9 @@ def main(argv):
             raise cli.UserError(f"{algo} on {dataset} failed (exit {proc.returncode}); its output is at the end of "
                                 f"{log_path}; rerun the same command to resume the suite")
         done = finished(path) or {}
-        print(f"{head}: final {done.get('last_mean', float('nan')):.1f} +- {done.get('last_std', float('nan')):.1f} "
-              f"in {time.perf_counter() - tic:.0f} s", flush=True)
+        best = f" at {' '.join(f'{k}={v:g}' for k, v in done['best_point'].items())}" if done.get("best_point") else ""
+        print(f"{head}: final {done.get('last_mean', float('nan')):.1f} +- {done.get('last_std', float('nan')):.1f}"
+              f"{best} in {time.perf_counter() - tic:.0f} s", flush=True)
 
     workdirs = [workdir(algo, dataset) for algo, dataset in jobs]
     plot_cmd = [sys.executable, "-m", "tools.plot", f"--workdirs={','.join(workdirs)}",
