@@ -64,10 +64,10 @@ def run_members(algorithm: Algorithm, config, specs: list[str], seed: int, num_s
     """The run's members: `num_seeds` seeds from `seed`, times every point of the `--sweep` grid."""
     members = sweep.members(seed, num_seeds, sweep.parse(specs, config, sweep.sweepable_fields(algorithm.agent_class)))
     for point in members.grid():
-        for name, value in point.items():
-            ok, allowed = algorithm.ranges[name]
-            if not ok(value):
-                raise cli.UserError(f"--sweep: config.{name} must be {allowed}, got {value:g}")
+        try:
+            learner.check_hyperparameters({**algorithm.agent_class.fields(config), **point}, algorithm.ranges)
+        except ValueError as e:
+            raise cli.UserError(f"--sweep point {sweep.describe(point)}: {e}") from e
     return members
 
 

@@ -18,6 +18,8 @@ import flax.serialization
 import jax
 import numpy as np
 
+from harness import sweep
+
 
 def _atomic_write(path: str, data: bytes) -> None:
     """Write to a temporary file, then rename: readers see the old file or the new one."""
@@ -147,7 +149,7 @@ class MetricsWriter:
         for i, seed in enumerate(seeds):
             hyper = hyperparameters[i] if hyperparameters else {}
             self.write(kind, step, seed, {**hyper, **{k: v[i] for k, v in columns.items()}, **(extra or {})},
-                       tb_name=",".join(f"{k}={v:g}" for k, v in hyper.items()) + f"{'/' if hyper else ''}seed_{seed}")
+                       tb_name=os.path.join(sweep.describe(hyper, ","), f"seed_{seed}"))
 
     def write(self, kind: str, step: int, seed: int, scalars: dict, tb_name: Optional[str] = None) -> None:
         """Append one row {step, seed, **scalars}; None values are written as empty cells.

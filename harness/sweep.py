@@ -36,10 +36,6 @@ class Members:
     points: list[dict]
     fields: tuple = ()
 
-    def columns(self, j: int) -> dict:
-        """Member j's hyperparameters, as extra columns of its train.csv / eval.csv rows."""
-        return dict(self.points[j])
-
     def label(self, j: int) -> str:
         """'beta=3 expectile=0.9' (empty without a sweep)."""
         return describe(self.points[j])
@@ -53,8 +49,9 @@ class Members:
         return seen
 
 
-def describe(point: dict) -> str:
-    return " ".join(f"{k}={v:g}" for k, v in point.items())
+def describe(point: dict, separator: str = " ") -> str:
+    """'beta=3 expectile=0.9' (with `separator` ',': a TensorBoard folder name)."""
+    return separator.join(f"{k}={v:g}" for k, v in point.items())
 
 
 def sweepable_fields(agent_class) -> tuple:
