@@ -163,7 +163,7 @@ def toy_args(toy, workdir, *extra) -> list[str]:
             "--config.tensorboard=False", *extra]
 
 
-def run_processes(n: int, args: list[str], folder, timeout: float = 300) -> str | None:
+def run_processes(n: int, args: list[str], folder, timeout: float = 600) -> str | None:
     """`python *args` as n processes joined by jax.distributed (one CPU device each) on this
     machine; None when all succeed, else their outputs. When one fails (its peers would wait
     for it forever) or the time is up, the others are killed."""

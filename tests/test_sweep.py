@@ -101,6 +101,23 @@ def test_sweep_errors_name_the_problem(minari_root, tmp_path):
     assert not (tmp_path / "w" / "eval.csv").exists()
 
 
+@pytest.mark.slow  # ~1 min: two IDQL smoke runs
+def test_an_idql_member_equals_its_point_trained_alone(minari_root, tmp_path):
+    idql = [f"--config={ROOT}/configs/idql_mujoco.py:smoke", "--dataset=test/hopper/random-v0",
+            "--config.tensorboard=False"]
+    run_main(train_offline, *idql, f"--workdir={tmp_path / 'grid'}", "--sweep=expectile=0.6,0.9")
+    run_main(train_offline, *idql, f"--workdir={tmp_path / 'alone'}", "--config.expectile=0.9")
+    grid, alone = load(tmp_path / "grid" / "agent.msgpack"), load(tmp_path / "alone" / "agent.msgpack")
+    np.testing.assert_allclose(np.asarray(grid["expectile"]), [0.6, 0.9], rtol=1e-6)
+    chex.assert_trees_all_close(member(grid, 1), member(alone, 0), atol=2e-4)
+    value = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree["value"]["params"])])  # noqa: E731
+    assert np.abs(value(member(grid, 0)) - value(member(alone, 0))).max() > 1e-3  # the expectile matters
+    rows = read_csv(tmp_path / "grid" / "eval.csv")
+    assert [float(r["expectile"]) for r in rows[-2:]] == pytest.approx([0.6, 0.9])
+    assert float(rows[-1]["return"]) == pytest.approx(float(read_csv(tmp_path / "alone" / "eval.csv")[-1]["return"]),
+                                                      rel=1e-3)
+
+
 def test_a_diverging_member_is_named_by_its_hyperparameters(minari_root, tmp_path):
     with pytest.raises(cli.UserError, match=r"non-finite .* of seed 0 at critic_lr=1e\+30 in steps"):
         run_main(train_offline, *SMOKE, f"--workdir={tmp_path / 'w'}", "--sweep=critic_lr=3e-4,1e30")
