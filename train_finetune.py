@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from dataset import DatasetError
 import train_offline
-from harness import algorithms, cli, devices, evaluate, multiseed, online, outputs, rundir, sources, stops
+from harness import algorithms, cli, devices, evaluate, multiseed, online, outputs, rundir, sources, stops, sweep
 from replay_buffer import ReplayBuffer
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
@@ -232,7 +232,7 @@ def online_phase(run: Parts, agents, buffers, offline_steps: int, state: dict | 
 
 def main(argv):
     cli.check_no_arguments(argv)
-    devices.start_jax(FLAGS.num_seeds, FLAGS.distributed)
+    devices.start_jax(FLAGS.num_seeds, FLAGS.distributed, sweep.num_points(FLAGS.sweep))
     config, began = FLAGS.config, time.perf_counter()
     check_config(config)
     loop_fields = tuple(f for f in algorithms.OFFLINE_FIELDS if f != "max_steps") + FINETUNE_FIELDS

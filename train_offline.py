@@ -24,7 +24,7 @@ import jax
 from absl import flags
 from tqdm import tqdm
 
-from harness import algorithms, cli, devices, evaluate, multiseed, outputs, rundir, sources, stops
+from harness import algorithms, cli, devices, evaluate, multiseed, outputs, rundir, sources, stops, sweep
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
 cli.define_run_flags(FLAGS)
@@ -64,7 +64,7 @@ def train(agents, data, config, members, start: int, last_step: int, *, writer, 
 
 def main(argv):
     cli.check_no_arguments(argv)
-    devices.start_jax(FLAGS.num_seeds, FLAGS.distributed)
+    devices.start_jax(FLAGS.num_seeds, FLAGS.distributed, sweep.num_points(FLAGS.sweep))
     config, began = FLAGS.config, time.perf_counter()
     algorithm = algorithms.algorithm_for(config)
     algorithms.check_intervals(config)

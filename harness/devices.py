@@ -16,12 +16,12 @@ def num_local_cpu_devices(num_seeds: int) -> int:
     return max(1, math.gcd(num_seeds, cores) if num_seeds > 1 else 1)
 
 
-def start_jax(num_seeds: int, distributed: bool) -> None:
-    """Before JAX's backend starts: one host device per core on a CPU for several seeds, and
-    `jax.distributed.initialize()` for --distributed."""
+def start_jax(num_seeds: int, distributed: bool, num_points: int = 1) -> None:
+    """Before JAX's backend starts: one host device per core on a CPU for several members
+    (seeds x sweep points), and `jax.distributed.initialize()` for --distributed."""
     if num_seeds < 1:
         raise cli.UserError(f"--num_seeds must be >= 1, got {num_seeds}")
-    request_cpu_devices(num_seeds)
+    request_cpu_devices(num_seeds * num_points)
     init_distributed(distributed)
 
 
@@ -39,8 +39,8 @@ def init_distributed(enabled: bool) -> None:
 
 
 def request_cpu_devices(num_seeds: int) -> None:
-    """On a CPU-only machine, ask XLA for one host device per core so seeds train side by
-    side; must run before JAX's backend starts (no effect after, nor on GPU/TPU devices)."""
+    """On a CPU-only machine, ask XLA for one host device per core so seeds (members) train
+    side by side; must run before JAX's backend starts (no effect after, nor on GPU/TPU devices)."""
     if num_seeds > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         count = num_local_cpu_devices(num_seeds)
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"

@@ -90,6 +90,12 @@ def parse(specs: list[str], config, sweepable: tuple) -> list[tuple[str, list[fl
     return grid
 
 
+def num_points(specs: list[str]) -> int:
+    """How many grid points the raw `--sweep` flags make (before JAX starts, to size the CPU
+    devices; `parse` checks the flags themselves)."""
+    return int(np.prod([len(spec.partition("=")[2].split(",")) for spec in specs], dtype=np.int64))
+
+
 def members(seed: int, num_seeds: int, grid: list[tuple[str, list[float]]]) -> Members:
     """Every point of the grid's cross product x `num_seeds` seeds, point-major."""
     fields = tuple(name for name, _ in grid)

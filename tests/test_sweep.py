@@ -1,6 +1,8 @@
 """Hyperparameter sweeps (harness/sweep.py): grid points are members of the seed axis."""
 
 import json
+import os
+import re
 import shutil
 
 import chex
@@ -13,7 +15,7 @@ from conftest import ROOT, bandit_arrays, read_csv, run_main, toy_args
 import dataset as dataset_lib
 import train_finetune
 import train_offline
-from harness import algorithms, cli, multiseed, sweep
+from harness import algorithms, cli, devices, multiseed, sweep
 from tools import plot
 
 SMOKE = [f"--config={ROOT}/configs/iql_mujoco.py:smoke", "--dataset=test/hopper/random-v0",
@@ -156,3 +158,15 @@ def test_members_are_point_major():
     assert members.seeds == [3, 4, 3, 4]
     assert [members.label(j) for j in range(4)] == ["beta=1 expectile=0.7"] * 2 + ["beta=3 expectile=0.7"] * 2
     assert members.grid() == [{"beta": 1.0, "expectile": 0.7}, {"beta": 3.0, "expectile": 0.7}]
+
+
+def test_a_grid_asks_for_one_cpu_device_per_core_like_seeds(monkeypatch):
+    """On a CPU the host device count is set before JAX starts; a sweep's points count as
+    members, so a 2-point grid of one seed gets the two cores' devices as two seeds do."""
+    assert sweep.num_points(["beta=1,3,10", "expectile=0.7,0.9"]) == 6 and sweep.num_points([]) == 1
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    for num_seeds, specs, expected in ((1, [], None), (2, [], "2"), (1, ["beta=1,10"], "2"), (1, ["beta=1,3,10"], "1")):
+        monkeypatch.setenv("XLA_FLAGS", "")
+        devices.start_jax(num_seeds, False, sweep.num_points(specs))
+        found = re.findall(r"--xla_force_host_platform_device_count=(\d+)", os.environ["XLA_FLAGS"])
+        assert found == ([expected] if expected else []), (num_seeds, specs, found)

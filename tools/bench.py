@@ -14,7 +14,7 @@ windows; the table gives the median (docs/speed.md has this machine's figures).
           offline updates/s of the same agent.
   idql    configs/idql_mujoco.py: the update against the matmuls a block costs in training;
           acting for 10 envs against the noise model's forward chain (256 -> 1024 -> 256).
-  sweep   an 8-point grid (the iql part's agent, beta 1..8) trained as one program, against 8
+  sweep   an 8-point grid (the iql part's agent, beta 1..8) as one program on the devices a run uses, against 8
           one-agent runs side by side in 8 processes over the same window: the same total work.
 """
 
@@ -37,7 +37,7 @@ import dataset as dataset_lib
 import evaluation
 from behavior import mazes
 from configs import idql_mujoco, iql_antmaze_finetune, iql_mujoco
-from harness import cli, multiseed, online, sweep
+from harness import cli, devices, multiseed, online, sweep
 from idql import IDQLLearner
 from learner import IQLLearner
 from replay_buffer import ReplayBuffer
@@ -49,8 +49,8 @@ FLAGS = flags.FlagValues()
 flags.DEFINE_bool("quick", False, "Short timing windows (a few minutes in all).", flag_values=FLAGS)
 flags.DEFINE_string("json", None, "Also write the records to this JSON file.", flag_values=FLAGS)
 flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {', '.join(PARTS)}.", flag_values=FLAGS)
-flags.DEFINE_string("child", None, "Internal: time N sharded seeds ('N,K'), or one agent alone ('alone,K,seconds').",
-                    flag_values=FLAGS)
+flags.DEFINE_string("child", None, "Internal: time N sharded seeds ('N,K'), an N-point grid ('grid,N,K'), or one "
+                    "agent alone ('alone,K,seconds').", flag_values=FLAGS)
 
 
 def timed(fn, per_call: int, best: bool = False) -> tuple[float, float]:
@@ -151,18 +151,26 @@ def bench_iql() -> list[dict]:
     rows.append(record("iql", "4 seeds vmapped on 1 device, K=100 (all seeds)", "updates/s", (compile_s, 4 * rate),
                        flops, ceiling))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    devices = cores if jax.devices()[0].platform == "cpu" else len(jax.devices())
-    if devices > 1:  # a subprocess: on a CPU the device count is fixed when JAX starts
-        env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}")
-        out = subprocess.run([sys.executable, "-m", "tools.bench", f"--child={devices},100"] + ["--quick"] * FLAGS.quick,
-                             cwd=ROOT, env=env, capture_output=True, text=True)
-        found = [json.loads(line[len("RECORD "):]) for line in out.stdout.splitlines() if line.startswith("RECORD ")]
+    count = cores if jax.devices()[0].platform == "cpu" else len(jax.devices())
+    if count > 1:
+        found = child_record(f"--child={count},100", count)
         if found:
-            rows.append(record("iql", f"{devices} seeds on {devices} devices, K=100 (all seeds)", "updates/s",
-                               (found[0]["compile_s"], found[0]["rate"]), flops, ceiling))
-        else:
-            print(f"the sharded configuration failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+            rows.append(record("iql", f"{count} seeds on {count} devices, K=100 (all seeds)", "updates/s",
+                               (found["compile_s"], found["rate"]), flops, ceiling))
     return rows
+
+
+def child_record(flag: str, device_count: int) -> dict | None:
+    """A `--child` measurement in a subprocess (on a CPU the device count is fixed when JAX
+    starts): its RECORD, or None after printing why it failed."""
+    xla = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={device_count}"
+    env = dict(os.environ, XLA_FLAGS=xla)
+    out = subprocess.run([sys.executable, "-m", "tools.bench", flag] + ["--quick"] * FLAGS.quick, cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    found = [json.loads(line[len("RECORD "):]) for line in out.stdout.splitlines() if line.startswith("RECORD ")]
+    if not found:
+        print(f"{flag} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+    return found[0] if found else None
 
 
 def fused_chunk(mesh, envs, obs_dim: int, config):
@@ -262,15 +270,14 @@ def bench_idql() -> list[dict]:
 
 
 def bench_sweep(members: int = 8, k: int = 100) -> list[dict]:
-    """An 8-point beta grid in one program (harness/sweep.py) against 8 one-agent runs side by
-    side in their own processes, timed over the same window once all of them have compiled."""
-    data, create = iql_setup()
-    mesh = multiseed.make_mesh(members)
-    grid = sweep.members(0, 1, [("beta", [float(b) for b in range(1, members + 1)])])
-    agents = multiseed.shard_seeds(sweep.apply(multiseed.create_agents(create, grid.seeds, mesh), grid), mesh)
-    compile_s, rate = bench_update_n(agents, multiseed.replicate(data, mesh), k, 256)
-    rows = [record("sweep", f"{members}-point grid in one program, K={k} (all members)", "updates/s",
-                   (compile_s, members * rate))]
+    """An 8-point beta grid in one program (harness/sweep.py; on a CPU over the host devices
+    train_offline.py would ask for) against 8 one-agent runs side by side in their own
+    processes, timed over the same window once all of them have compiled."""
+    count = devices.num_local_cpu_devices(members) if jax.devices()[0].platform == "cpu" else len(jax.devices())
+    found = child_record(f"--child=grid,{members},{k}", count)
+    rows = [] if found is None else [record(
+        "sweep", f"{members}-point grid in one program on {found['devices']} device(s), K={k} (all members)",
+        "updates/s", (found["compile_s"], found["rate"]))]
     window = 4.0 if FLAGS.quick else 10.0
     procs = [subprocess.Popen([sys.executable, "-m", "tools.bench", f"--child=alone,{k},{window}"], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(members)]
@@ -282,6 +289,16 @@ def bench_sweep(members: int = 8, k: int = 100) -> list[dict]:
     rows.append(record("sweep", f"{members} one-agent runs side by side, K={k} (all runs)", "updates/s",
                        (statistics.median(compiles), sum(counts) / window)))
     return rows
+
+
+def grid_child(members: int, k: int) -> None:
+    """The grid of bench_sweep in this process's devices; prints its rate."""
+    data, create = iql_setup()
+    mesh = multiseed.make_mesh(members)
+    grid = sweep.members(0, 1, [("beta", [float(b) for b in range(1, members + 1)])])
+    agents = multiseed.shard_seeds(sweep.apply(multiseed.create_agents(create, grid.seeds, mesh), grid), mesh)
+    compile_s, rate = bench_update_n(agents, multiseed.replicate(data, mesh), k, 256)
+    print("RECORD " + json.dumps({"rate": members * rate, "compile_s": compile_s, "devices": mesh.devices.size}))
 
 
 def alone_child(k: int, window: float) -> None:
@@ -318,6 +335,9 @@ def main(argv):
     if FLAGS.child and FLAGS.child.startswith("alone,"):
         _, k, window = FLAGS.child.split(",")
         return alone_child(int(k), float(window))
+    if FLAGS.child and FLAGS.child.startswith("grid,"):
+        _, members, k = FLAGS.child.split(",")
+        return grid_child(int(members), int(k))
     if FLAGS.child:
         (n, k), (data, create) = (int(x) for x in FLAGS.child.split(",")), iql_setup()
         mesh = multiseed.make_mesh(n)
