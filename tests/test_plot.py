@@ -107,6 +107,17 @@ def test_suite_runs_iql_bc_idql_then_plots_and_skips_finished_runs(minari_root, 
         run_main(suite, *[a for a in args if not a.startswith("--steps")], "--steps=150")
 
 
+@pytest.mark.slow  # ~30 s: one training subprocess
+def test_suite_runs_a_sweep_per_dataset_with_a_column_per_point(minari_root, tmp_path):
+    root = tmp_path / "suite"
+    run_main(suite, "--smoke", "--algos=iql", "--datasets=test/hopper/random-v0", "--steps=100", "--eval_episodes=1",
+             "--sweep=beta=1,3", f"--root={root}", "--override=--config.hidden_dims=(16,16)",
+             "--override=--config.tensorboard=False")
+    summary = json.loads((root / "iql" / "hopper-random" / "summary.json").read_text())
+    assert [p["hyperparameters"] for p in summary["points"]] == [{"beta": 1.0}, {"beta": 3.0}]
+    assert (root / "results.md").read_text().splitlines()[0] == "| dataset | IQL beta=1 | IQL beta=3 |"
+
+
 def test_suite_flag_errors(tmp_path):
     with pytest.raises(cli.UserError, match="unknown"):
         run_main(suite, "--algos=iql,cql", f"--root={tmp_path}")
