@@ -23,7 +23,7 @@ import time
 
 from absl import flags
 
-from harness import cli
+from harness import cli, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGOS = {  # name -> (config file, extra overrides)
@@ -141,7 +141,7 @@ def main(argv):
             raise cli.UserError(f"{algo} on {dataset} failed (exit {proc.returncode}); its output is at the end of "
                                 f"{log_path}; rerun the same command to resume the suite")
         done = finished(path) or {}
-        best = f" at {' '.join(f'{k}={v:g}' for k, v in done['best_point'].items())}" if done.get("best_point") else ""
+        best = f" at {sweep.describe(done['best_point'])}" if done.get("best_point") else ""
         print(f"{head}: final {done.get('last_mean', float('nan')):.1f} +- {done.get('last_std', float('nan')):.1f}"
               f"{best} in {time.perf_counter() - tic:.0f} s", flush=True)
 
