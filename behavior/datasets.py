@@ -265,9 +265,10 @@ def shipped_env_for(family: str) -> str | None:
         return json.load(f)["env"]
 
 
-def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
+def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0, ref_episodes: int = 50) -> bool:
     """Build `local/<env>/<kind>-v0` from the shipped policies if it is not there yet.
 
+    `ref_episodes` episodes of each reference policy give ref_min_score / ref_max_score.
     Returns True when it built the dataset; False when the id is not such a local id, has no
     shipped policies, or is already in the local Minari root.
     """
@@ -284,6 +285,6 @@ def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> b
         return False
     print(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; building it from the "
           f"shipped {env_id} policies ({steps:,} steps per policy, a few minutes on a laptop CPU)")
-    make_datasets(env_id, Behavior(shipped_dir(env_id)), [kind], "local", steps, seed, ref_episodes=50)
+    make_datasets(env_id, Behavior(shipped_dir(env_id)), [kind], "local", steps, seed, ref_episodes=ref_episodes)
     return True
 

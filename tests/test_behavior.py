@@ -4,6 +4,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import read_csv
 
 import evaluation
@@ -26,6 +27,7 @@ def random_return(episodes=10):
     return evaluation.evaluate(policy, lambda: evaluation.make_env("Pendulum-v1"), episodes, seed=123)["return"]
 
 
+@pytest.mark.slow  # 6000 SAC steps (the shared fixture)
 def test_sac_beats_a_random_policy_on_pendulum(pendulum_behavior):
     _, _, snapshots = pendulum_behavior
     baseline = random_return()
@@ -35,6 +37,7 @@ def test_sac_beats_a_random_policy_on_pendulum(pendulum_behavior):
     assert best > -800 and best > baseline + 400, (best, baseline)
 
 
+@pytest.mark.slow  # the same SAC fixture
 def test_resume_continues_the_run(pendulum_behavior):
     workdir, first, snapshots = pendulum_behavior
     assert [s["step"] for s in first] == [2000, 4000]

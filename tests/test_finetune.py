@@ -197,6 +197,7 @@ def test_env_with_bounds_of_3_trains_evaluates_and_fine_tunes(tmp_path, monkeypa
     assert np.abs(stored[data.size:]).max() <= 1.0 and np.abs(stored[data.size:]).max() > 0
 
 
+@pytest.mark.slow  # IDQL's compiles, both phases
 def test_idql_fine_tuning_waits_then_trains_only_the_critic(toy, tmp_path):
     """IDQL as its authors fine-tune: no update for the first start_training env steps, then
     one critic update per env step on online_batch_size rows (half online, half offline); the
@@ -231,21 +232,40 @@ cli.run(train_finetune.main, train_finetune.FLAGS)
 """
 
 
-@pytest.mark.slow
+# The script's main once per argument list (lists joined by "--next"), in one process with 4
+# CPU devices: imports and the programs that do not depend on the device count are shared.
+SHARDED_RUNS = """
+import sys
+import toy_env
+toy_env.register()
+from conftest import run_main
+import train_finetune
+args = " ".join(sys.argv[1:]).split(" --next ")
+for one in args:
+    run_main(train_finetune, *one.split(" "))
+"""
+
+
+@pytest.mark.slow  # three runs of 4 seeds in a subprocess
 def test_online_phase_sharded_over_devices_equals_one_device(toy, tmp_path):
     # 4 seeds on 1, 2 and 4 CPU devices: the online loop gives the same result.
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    runs = []
+    for devices in (1, 2, 4):
+        runs.append(toy_args(toy, tmp_path / f"devices{devices}", "--num_seeds=4", f"--num_devices={devices}",
+                             "--config.online_steps=60", "--config.eval_interval=60", "--config.log_interval=30",
+                             "--config.pretrain_steps=60", "--config.steps_per_call=30",
+                             "--config.checkpoint_interval=0"))
+    argv = [a for one in runs for a in (*one, "--next")][:-1]
+    assert not any(" " in a for a in argv)
+    out = subprocess.run([sys.executable, "-c", SHARDED_RUNS, *argv], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
     agents = {}
     for devices in (1, 2, 4):
-        workdir = tmp_path / f"devices{devices}"
-        args = toy_args(toy, workdir, "--num_seeds=4", f"--num_devices={devices}", "--config.online_steps=60",
-                        "--config.eval_interval=60", "--config.log_interval=30", "--config.pretrain_steps=60",
-                        "--config.steps_per_call=30", "--config.checkpoint_interval=0")
-        out = subprocess.run([sys.executable, "-c", SHARDED_FINETUNE, *args], env=env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
         assert f"4 seed(s) on {devices} cpu device(s)" in out.stdout, out.stdout[-2000:]
+        workdir = tmp_path / f"devices{devices}"
         agents[devices] = flax.serialization.msgpack_restore((workdir / "agent.msgpack").read_bytes())
         summary = json.loads((workdir / "summary.json").read_text())
         assert summary["online_episodes_per_seed"] == [2, 2, 2, 2]

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 # Imported inside functions on purpose: optional or heavy, needed only by some commands.
@@ -179,6 +180,7 @@ print("NO_ROBOTICS")
 """
 
 
+@pytest.mark.slow  # a whole run in a fresh interpreter
 def test_a_locomotion_run_imports_no_robotics_package(minari_root, tmp_path):
     out = subprocess.run([sys.executable, "-c", CHECK_LOCOMOTION, "test/hopper/random-v0", str(tmp_path / "run")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600,

@@ -75,6 +75,7 @@ def test_pointmaze_dataset_flattened_with_d4rl_rewards_and_terminals(maze_root):
     assert still["success"] == 0.0 and still["return"] == 0.0 and still["length"] == 300
 
 
+@pytest.mark.slow  # builds an Ant dataset, then trains and fine-tunes
 def test_antmaze_dataset_smoke_offline_and_finetune(maze_root, tmp_path):
     ds_id = mazes.make_maze_dataset("antmaze", "umaze", steps=1500, num_envs=3,
                                     behavior_dir=untrained_ant_policy(tmp_path / "ant"))
@@ -97,7 +98,6 @@ def test_antmaze_dataset_smoke_offline_and_finetune(maze_root, tmp_path):
     assert summary["steps"] == 100 + 300 and summary["online_env_steps"] == 300
 
 
-@pytest.mark.slow  # ~1 min: IQL and BC as two grid points of one 12k-step run
 def test_iql_stitches_where_bc_cannot(maze_root, tmp_path):
     """PointMaze umaze with episodes S -> M, M -> S and M -> G only: no episode goes from the
     start to the goal. From M the data goes both ways; IQL takes the way to the goal, behavior
@@ -110,10 +110,11 @@ def test_iql_stitches_where_bc_cannot(maze_root, tmp_path):
     run_main(train_offline, f"--config={ROOT}/configs/iql_antmaze.py", f"--dataset={ds_id}",
              f"--workdir={tmp_path / 'run'}", "--sweep=beta=10,0", "--config.max_steps=12000",
              "--config.eval_interval=12000", "--config.eval_episodes=20", "--config.hidden_dims=(64,64)",
-             "--config.tensorboard=False")
+             "--config.batch_size=64", "--config.tensorboard=False")
     scores = {row["beta"]: float(row["success_rate"]) for row in read_csv(tmp_path / "run" / "eval.csv")}
     assert set(scores) == {"10.0", "0.0"}, scores
-    assert scores["10.0"] >= 0.6 and scores["10.0"] >= scores["0.0"] + 0.4, scores  # measured 1.0 against 0.0
+    # Measured with seeds 0-3: IQL 1.0, 1.0, 1.0, 0.95; BC 0.0 each time.
+    assert scores["10.0"] >= 0.6 and scores["10.0"] >= scores["0.0"] + 0.4, scores
 
 
 def test_shipped_goal_ant_drives_through_the_umaze():

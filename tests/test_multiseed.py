@@ -165,6 +165,7 @@ print("FULL_SIZE_OK")
 """
 
 
+@pytest.mark.slow  # four seeds at width 256 in a subprocess
 def test_four_full_size_seeds_do_not_hang():
     # jit(vmap(create)) of four (256, 256) agents once hung XLA's CPU runtime; run it where a
     # hang is a failure, not a stalled suite.

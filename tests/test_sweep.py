@@ -30,6 +30,7 @@ def member(tree, j):
     return jax.tree.map(lambda x: np.asarray(x)[j], tree)
 
 
+@pytest.mark.slow  # a 2x2 grid and a run alone
 def test_a_member_of_a_2x2_sweep_equals_its_point_trained_alone(minari_root, tmp_path):
     run_main(train_offline, *SMOKE, f"--workdir={tmp_path / 'grid'}", "--seed=2", "--sweep=beta=1,5",
              "--sweep=actor_lr=3e-4,1e-3")

@@ -65,6 +65,7 @@ def _smoke_config():
     return config
 
 
+@pytest.mark.slow  # five runs
 def test_d4rl_named_file_evaluates_in_the_v4_env_and_other_files_need_env_name(tmp_path, capsys):
     import h5py
 
