@@ -232,17 +232,17 @@ cli.run(train_finetune.main, train_finetune.FLAGS)
 """
 
 
-# The script's main once per argument list (lists joined by "--next"), in one process with 4
+# train_finetune's main once per argument list (a JSON list of lists), in one process with 4
 # CPU devices: imports and the programs that do not depend on the device count are shared.
 SHARDED_RUNS = """
+import json
 import sys
 import toy_env
 toy_env.register()
 from conftest import run_main
 import train_finetune
-args = " ".join(sys.argv[1:]).split(" --next ")
-for one in args:
-    run_main(train_finetune, *one.split(" "))
+for args in json.loads(sys.argv[1]):
+    run_main(train_finetune, *args)
 """
 
 
@@ -257,9 +257,7 @@ def test_online_phase_sharded_over_devices_equals_one_device(toy, tmp_path):
                              "--config.online_steps=60", "--config.eval_interval=60", "--config.log_interval=30",
                              "--config.pretrain_steps=60", "--config.steps_per_call=30",
                              "--config.checkpoint_interval=0"))
-    argv = [a for one in runs for a in (*one, "--next")][:-1]
-    assert not any(" " in a for a in argv)
-    out = subprocess.run([sys.executable, "-c", SHARDED_RUNS, *argv], env=env, cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", SHARDED_RUNS, json.dumps(runs)], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     agents = {}
