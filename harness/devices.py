@@ -9,11 +9,15 @@ import jax
 from harness import cli
 
 
+def num_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def num_local_cpu_devices(num_seeds: int) -> int:
     """How many host devices to ask XLA for on a CPU-only machine: one per core, at most one
     per seed (one core per device beats one device splitting each small matmul over cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, math.gcd(num_seeds, cores) if num_seeds > 1 else 1)
+    return max(1, math.gcd(num_seeds, num_cores()) if num_seeds > 1 else 1)
 
 
 def start_jax(num_seeds: int, distributed: bool, num_points: int = 1) -> None:

@@ -150,8 +150,7 @@ def bench_iql() -> list[dict]:
     compile_s, rate = bench_update_n(multiseed.create_agents(create, range(4), mesh), multiseed.replicate(data, mesh), 100, 256)
     rows.append(record("iql", "4 seeds vmapped on 1 device, K=100 (all seeds)", "updates/s", (compile_s, 4 * rate),
                        flops, ceiling))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    count = cores if jax.devices()[0].platform == "cpu" else len(jax.devices())
+    count = devices.num_cores() if jax.devices()[0].platform == "cpu" else len(jax.devices())
     if count > 1:
         found = child_record(f"--child={count},100", count)
         if found:
@@ -348,7 +347,7 @@ def main(argv):
     if unknown:
         raise cli.UserError(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
     device = jax.devices()[0]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = devices.num_cores()
     print(f"{device.platform} ({device.device_kind}), {cores} cores")
     benches = {"iql": bench_iql, "online": bench_online, "idql": bench_idql, "sweep": bench_sweep}
     rows = [row for part in PARTS if part in FLAGS.parts for row in benches[part]()]
