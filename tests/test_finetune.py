@@ -251,12 +251,10 @@ def test_online_phase_sharded_over_devices_equals_one_device(toy, tmp_path):
     # 4 seeds on 1, 2 and 4 CPU devices: the online loop gives the same result.
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-    runs = []
-    for devices in (1, 2, 4):
-        runs.append(toy_args(toy, tmp_path / f"devices{devices}", "--num_seeds=4", f"--num_devices={devices}",
-                             "--config.online_steps=60", "--config.eval_interval=60", "--config.log_interval=30",
-                             "--config.pretrain_steps=60", "--config.steps_per_call=30",
-                             "--config.checkpoint_interval=0"))
+    runs = [toy_args(toy, tmp_path / f"devices{devices}", "--num_seeds=4", f"--num_devices={devices}",
+                     "--config.online_steps=60", "--config.eval_interval=60", "--config.log_interval=30",
+                     "--config.pretrain_steps=60", "--config.steps_per_call=30", "--config.checkpoint_interval=0")
+            for devices in (1, 2, 4)]
     out = subprocess.run([sys.executable, "-c", SHARDED_RUNS, json.dumps(runs)], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
