@@ -1,24 +1,19 @@
-"""Speed benchmark: IQL's updates/s, fine-tuning's env steps/s and IDQL's update and acting,
-against what the machine's matmuls allow, as one table (and JSON with --json).
+"""Speed benchmark, as one table (and JSON with --json): IQL's updates/s, fine-tuning's env
+steps/s in both online designs, IDQL's update and acting, and a sweep grid, each against its ceiling.
 
     python -m tools.bench --quick --json=bench.json    # a few minutes on a laptop CPU
     python -m tools.bench --parts=online               # one part, longer timing windows
 
 Each configuration is compiled first (compile time reported apart), then timed over several
-windows; the table gives the median (docs/speed.md has this machine's figures).
-  iql     obs 11, act 3, batch 256, (256, 256) nets: one update per call on a host-sampled
-          batch (the peers' design), `update_n` (K per call), seeds vmapped, seeds sharded one
-          device per core; against a 256-wide matmul chain.
-  online  AntMaze umaze fine-tuning (configs/iql_antmaze_finetune.py, 2M-row buffer): the loop
-          train_finetune.py runs against the fused design it replaced (`fused_chunk`), and the
-          offline updates/s of the same agent.
-  idql    configs/idql_mujoco.py: the update against the matmuls a block costs in training;
-          acting for 10 envs against the noise model's forward chain (256 -> 1024 -> 256).
-  sweep   an 8-point grid (the iql part's agent, beta 1..8) as one program on the devices a run uses, against 8
-          one-agent runs side by side in 8 processes over the same window: the same total work.
+windows; the table gives the median (docs/speed.md has the figures and what each row times).
+  iql     obs 11, act 3, batch 256, (256, 256) nets: host-sampled single updates (the peers'
+          design), `update_n`, seeds vmapped, seeds sharded one device per core; vs a matmul chain.
+  online  AntMaze umaze fine-tuning (2M-row buffer): train_finetune.py's loop against the fused
+          design it replaced (tools/fused_online.py), both as a share of the same agent's offline updates/s.
+  idql    configs/idql_mujoco.py: the update and acting for 10 envs, against the matmuls they cost.
+  sweep   an 8-point beta grid as one program against 8 one-agent processes over the same window.
 """
 
-import concurrent.futures
 import json
 import os
 import statistics
@@ -30,8 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
-from jax.experimental import io_callback
-from jax.sharding import PartitionSpec as P
 
 import dataset as dataset_lib
 import evaluation
@@ -41,6 +34,7 @@ from harness import cli, devices, multiseed, online, sweep
 from idql import IDQLLearner
 from learner import IQLLearner
 from replay_buffer import ReplayBuffer
+from tools import fused_online
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("iql", "online", "idql", "sweep")
@@ -49,8 +43,8 @@ FLAGS = flags.FlagValues()
 flags.DEFINE_bool("quick", False, "Short timing windows (a few minutes in all).", flag_values=FLAGS)
 flags.DEFINE_string("json", None, "Also write the records to this JSON file.", flag_values=FLAGS)
 flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {', '.join(PARTS)}.", flag_values=FLAGS)
-flags.DEFINE_string("child", None, "Internal: time N sharded seeds ('N,K'), an N-point grid ('grid,N,K'), or one "
-                    "agent alone ('alone,K,seconds').", flag_values=FLAGS)
+flags.DEFINE_string("child", None, "Internal: time N sharded seeds ('seeds,N,K'), an N-point grid ('grid,N,K'), "
+                    "or one agent alone ('alone,K,seconds').", flag_values=FLAGS)
 
 
 def timed(fn, per_call: int, best: bool = False) -> tuple[float, float]:
@@ -152,7 +146,7 @@ def bench_iql() -> list[dict]:
                        flops, ceiling))
     count = devices.num_cores() if jax.devices()[0].platform == "cpu" else len(jax.devices())
     if count > 1:
-        found = child_record(f"--child={count},100", count)
+        found = child_record(f"--child=seeds,{count},100", count)
         if found:
             rows.append(record("iql", f"{count} seeds on {count} devices, K=100 (all seeds)", "updates/s",
                                (found["compile_s"], found["rate"]), flops, ceiling))
@@ -170,39 +164,6 @@ def child_record(flag: str, device_count: int) -> dict | None:
     if not found:
         print(f"{flag} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
     return found[0] if found else None
-
-
-def fused_chunk(mesh, envs, obs_dim: int, config):
-    """The design the online loop replaced, kept to measure the choice (one seed): env steps
-    begin..end-1 in one compiled call, each starting the env on a host thread (io_callback),
-    updating meanwhile, collecting the env (io_callback), storing, acting. The fake dependency
-    (0 x metrics) orders the row's write after the update's gathers, or XLA copies the buffer."""
-    worker, pending = concurrent.futures.ThreadPoolExecutor(1), []
-    start = lambda actions: pending.append(worker.submit(envs.step, np.array(actions))) or np.float32(0)  # noqa: E731
-    shapes = (jax.ShapeDtypeStruct((1, obs_dim), jnp.float32), *[jax.ShapeDtypeStruct((1,), jnp.float32)] * 3,
-              jax.ShapeDtypeStruct((1, obs_dim), jnp.float32))
-
-    def local(agents, buffers, keys, obs, actions, begin, end):
-        key = keys[0]
-
-        def env_step(index, carry):
-            agent, buffer, obs, action, _ = carry
-            started = io_callback(start, jax.ShapeDtypeStruct((), jnp.float32), action)
-            started, size = jax.lax.optimization_barrier((started, buffer.size))
-            agent, metrics = agent.update_n(buffer.replace(size=size), config.utd, config.batch_size)
-            after = 0.0 * jnp.nan_to_num(sum(jax.tree.leaves(metrics), started))
-            next_obs, *rest = io_callback(lambda _: pending.pop().result(), shapes, after)
-            buffer = buffer.insert(*(x + after for x in (obs, action, *rest)))
-            action = agent.sample_actions(next_obs, jax.random.fold_in(key, index), config.online_temperature)
-            return agent, buffer, next_obs, action, after
-
-        agent, buffer = multiseed.unstack(agents, 0), multiseed.unstack(buffers, 0)
-        agent, buffer, obs, actions, _ = jax.lax.fori_loop(begin, end, env_step, (agent, buffer, obs, actions, 0.0))
-        return jax.tree.map(lambda x: x[None], (agent, buffer)) + (obs, actions)
-
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(multiseed.SEED_AXIS),) * 5 + (P(),) * 2,
-                                 out_specs=P(multiseed.SEED_AXIS), check_vma=False),
-                   out_shardings=multiseed.seed_sharding(mesh), donate_argnums=(0, 1))
 
 
 def bench_online() -> list[dict]:
@@ -236,7 +197,7 @@ def bench_online() -> list[dict]:
         jax.block_until_ready(metrics)
 
     rows.append(record("online", "the online loop (train_finetune.py)", "env steps/s", timed(loop, k)))
-    chunk = fused_chunk(mesh, envs, obs_dim, config)
+    chunk = fused_online.compiled_chunk(mesh, envs, obs_dim, config)
     carry = [state["agents"], state["buffers"], multiseed.shard_seeds(jnp.asarray(envs.first_obs), mesh), state["actions"]]
 
     def fused():
@@ -290,12 +251,14 @@ def bench_sweep(members: int = 8, k: int = 100) -> list[dict]:
     return rows
 
 
-def grid_child(members: int, k: int) -> None:
-    """The grid of bench_sweep in this process's devices; prints its rate."""
+def mesh_child(kind: str, members: int, k: int) -> None:
+    """`members` seeds (kind "seeds") or bench_sweep's beta grid ("grid") on this process's
+    devices; prints its RECORD."""
     data, create = iql_setup()
     mesh = multiseed.make_mesh(members)
-    grid = sweep.members(0, 1, [("beta", [float(b) for b in range(1, members + 1)])])
-    agents = multiseed.shard_seeds(sweep.apply(multiseed.create_agents(create, grid.seeds, mesh), grid), mesh)
+    grid = [("beta", [float(b) for b in range(1, members + 1)])] if kind == "grid" else []
+    points = sweep.members(0, 1 if grid else members, grid)  # no grid: seeds 0..members-1
+    agents = multiseed.shard_seeds(sweep.apply(multiseed.create_agents(create, points.seeds, mesh), points), mesh)
     compile_s, rate = bench_update_n(agents, multiseed.replicate(data, mesh), k, 256)
     print("RECORD " + json.dumps({"rate": members * rate, "compile_s": compile_s, "devices": mesh.devices.size}))
 
@@ -331,18 +294,9 @@ def report(rows: list[dict]) -> None:
 
 def main(argv):
     cli.check_no_arguments(argv)
-    if FLAGS.child and FLAGS.child.startswith("alone,"):
-        _, k, window = FLAGS.child.split(",")
-        return alone_child(int(k), float(window))
-    if FLAGS.child and FLAGS.child.startswith("grid,"):
-        _, members, k = FLAGS.child.split(",")
-        return grid_child(int(members), int(k))
     if FLAGS.child:
-        (n, k), (data, create) = (int(x) for x in FLAGS.child.split(",")), iql_setup()
-        mesh = multiseed.make_mesh(n)
-        compile_s, rate = bench_update_n(multiseed.create_agents(create, range(n), mesh), multiseed.replicate(data, mesh), k, 256)
-        print("RECORD " + json.dumps({"rate": rate * n, "compile_s": compile_s}))
-        return
+        kind, *numbers = FLAGS.child.split(",")
+        return alone_child(int(numbers[0]), float(numbers[1])) if kind == "alone" else mesh_child(kind, *map(int, numbers))
     unknown = sorted(set(FLAGS.parts) - set(PARTS))
     if unknown:
         raise cli.UserError(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
