@@ -15,7 +15,7 @@ from conftest import ROOT
 LAZY_IMPORTS_ALLOWED = {"minari", "h5py", "tensorboardX", "imageio", "imageio_ffmpeg", "matplotlib", "gymnasium_robotics"}
 BEHAVIOR_LIBRARIES = ("behavior.sac", "behavior.datasets", "behavior.mazes", "behavior.goal_ant", "behavior.d4rl_antmaze",
                       "behavior.d4rl_datasets")
-SCRIPTS = ("train_offline", "train_finetune", "behavior.collect", "behavior.train_behavior", "tools.bench",
+SCRIPTS = ("train_offline", "train_finetune", "behavior.collect", "behavior.train_behavior", "tools.bench", "tools.bench_child",
            "tools.suite", "tools.plot")
 LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.algorithms", "harness.evaluate", "harness.rundir", "harness.stops",
              "harness.devices", "harness.multiseed", "harness.online", "harness.outputs", "harness.sources", "tools.fused_online",

@@ -30,7 +30,7 @@ import dataset as dataset_lib
 import evaluation
 from behavior import mazes
 from configs import idql_mujoco, iql_antmaze_finetune, iql_mujoco
-from harness import cli, devices, multiseed, online, sweep
+from harness import cli, devices, multiseed, online
 from idql import IDQLLearner
 from learner import IQLLearner
 from replay_buffer import ReplayBuffer
@@ -43,8 +43,6 @@ FLAGS = flags.FlagValues()
 flags.DEFINE_bool("quick", False, "Short timing windows (a few minutes in all).", flag_values=FLAGS)
 flags.DEFINE_string("json", None, "Also write the records to this JSON file.", flag_values=FLAGS)
 flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {', '.join(PARTS)}.", flag_values=FLAGS)
-flags.DEFINE_string("child", None, "Internal: time N sharded seeds ('seeds,N,K'), an N-point grid ('grid,N,K'), "
-                    "or one agent alone ('alone,K,seconds').", flag_values=FLAGS)
 
 
 def timed(fn, per_call: int, best: bool = False) -> tuple[float, float]:
@@ -146,23 +144,23 @@ def bench_iql() -> list[dict]:
                        flops, ceiling))
     count = devices.num_cores() if jax.devices()[0].platform == "cpu" else len(jax.devices())
     if count > 1:
-        found = child_record(f"--child=seeds,{count},100", count)
+        found = child_record(["seeds", str(count), "100"], count)
         if found:
             rows.append(record("iql", f"{count} seeds on {count} devices, K=100 (all seeds)", "updates/s",
                                (found["compile_s"], found["rate"]), flops, ceiling))
     return rows
 
 
-def child_record(flag: str, device_count: int) -> dict | None:
-    """A `--child` measurement in a subprocess (on a CPU the device count is fixed when JAX
+def child_record(args: list[str], device_count: int) -> dict | None:
+    """A tools/bench_child.py measurement in a subprocess (on a CPU the device count is fixed when JAX
     starts): its RECORD, or None after printing why it failed."""
     xla = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={device_count}"
     env = dict(os.environ, XLA_FLAGS=xla)
-    out = subprocess.run([sys.executable, "-m", "tools.bench", flag] + ["--quick"] * FLAGS.quick, cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "tools.bench_child", *args] + ["--quick"] * FLAGS.quick, cwd=ROOT, env=env,
                          capture_output=True, text=True)
     found = [json.loads(line[len("RECORD "):]) for line in out.stdout.splitlines() if line.startswith("RECORD ")]
     if not found:
-        print(f"{flag} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+        print(f"tools.bench_child {' '.join(args)} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
     return found[0] if found else None
 
 
@@ -234,12 +232,12 @@ def bench_sweep(members: int = 8, k: int = 100) -> list[dict]:
     train_offline.py would ask for) against 8 one-agent runs side by side in their own
     processes, timed over the same window once all of them have compiled."""
     count = devices.num_local_cpu_devices(members) if jax.devices()[0].platform == "cpu" else len(jax.devices())
-    found = child_record(f"--child=grid,{members},{k}", count)
+    found = child_record(["grid", str(members), str(k)], count)
     rows = [] if found is None else [record(
         "sweep", f"{members}-point grid in one program on {found['devices']} device(s), K={k} (all members)",
         "updates/s", (found["compile_s"], found["rate"]))]
     window = 4.0 if FLAGS.quick else 10.0
-    procs = [subprocess.Popen([sys.executable, "-m", "tools.bench", f"--child=alone,{k},{window}"], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-m", "tools.bench_child", "alone", str(k), str(window)], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(members)]
     compiles = [float(p.stdout.readline().split()[1]) for p in procs]  # "READY <compile s>" once warm
     for p in procs:  # go: every process times the same window
@@ -249,36 +247,6 @@ def bench_sweep(members: int = 8, k: int = 100) -> list[dict]:
     rows.append(record("sweep", f"{members} one-agent runs side by side, K={k} (all runs)", "updates/s",
                        (statistics.median(compiles), sum(counts) / window)))
     return rows
-
-
-def mesh_child(kind: str, members: int, k: int) -> None:
-    """`members` seeds (kind "seeds") or bench_sweep's beta grid ("grid") on this process's
-    devices; prints its RECORD."""
-    data, create = iql_setup()
-    mesh = multiseed.make_mesh(members)
-    grid = [("beta", [float(b) for b in range(1, members + 1)])] if kind == "grid" else []
-    points = sweep.members(0, 1 if grid else members, grid)  # no grid: seeds 0..members-1
-    agents = multiseed.shard_seeds(sweep.apply(multiseed.create_agents(create, points.seeds, mesh), points), mesh)
-    compile_s, rate = bench_update_n(agents, multiseed.replicate(data, mesh), k, 256)
-    print("RECORD " + json.dumps({"rate": members * rate, "compile_s": compile_s, "devices": mesh.devices.size}))
-
-
-def alone_child(k: int, window: float) -> None:
-    """One agent's update_n in a loop for `window` seconds after the parent's go; prints the count."""
-    data, create = iql_setup()
-    agent = [create(jax.random.key(0))]
-    tic = time.perf_counter()
-    for _ in range(2):
-        agent[0], info = agent[0].update_n(data, k, 256)
-        jax.block_until_ready(info)
-    print(f"READY {time.perf_counter() - tic:.2f}", flush=True)
-    sys.stdin.readline()
-    count, end = 0, time.perf_counter() + window
-    while time.perf_counter() < end:
-        agent[0], info = agent[0].update_n(data, k, 256)
-        jax.block_until_ready(info)
-        count += k
-    print(f"DONE {count}", flush=True)
 
 
 def report(rows: list[dict]) -> None:
@@ -294,9 +262,6 @@ def report(rows: list[dict]) -> None:
 
 def main(argv):
     cli.check_no_arguments(argv)
-    if FLAGS.child:
-        kind, *numbers = FLAGS.child.split(",")
-        return alone_child(int(numbers[0]), float(numbers[1])) if kind == "alone" else mesh_child(kind, *map(int, numbers))
     unknown = sorted(set(FLAGS.parts) - set(PARTS))
     if unknown:
         raise cli.UserError(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
