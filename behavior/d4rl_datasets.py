@@ -9,7 +9,9 @@ D4RL's recipe (scripts/generation/generate_ant_maze_datasets.py and relabel_antm
   direction to the waypoint scaled to 10 m (so it keeps walking through waypoints and past the
   goal), acts with a sample of its stochastic policy plus N(0, 0.2), clipped to [-1, 1];
 - each episode is 1000 steps (`timeouts`), continuing: the ant is not stopped at the goal and a
-  fallen ant is not reset;
+  fallen ant is not reset; except `umaze-diverse`, whose episodes end at their first row inside
+  the goal (D4RL's umaze-diverse file holds one reward/terminal per arrival where every other
+  set holds clusters: Farama-Foundation/D4RL issue #199), and the next starts anywhere;
 - each episode is commanded to a goal drawn in one of the kind's goal cells by D4RL's noise rule;
   it starts at the origin (`umaze`) or anywhere in the maze (every other kind);
 - rewards and terminals are relabelled to one evaluation goal per dataset, drawn by the
@@ -20,7 +22,8 @@ Kinds and their commanded goal cells: `umaze`, `umaze-diverse`: U_MAZE's goal ce
 umaze map marks one); `<maze>-play`: the goal cells D4RL's BIG_MAZE / HARDEST_MAZE mark (hand
 picked); `<maze>-diverse`: any free cell (D4RL's goal sampler when a map marks none). The
 metadata records the evaluation env (`D4RLAntMaze_*-v0`), reference scores (0, 1) and the
-relabelling goal.
+relabelling goal. Ids are `local/d4rl-antmaze/<kind>-v<VERSIONS[kind]>`: `umaze-diverse-v1` is the
+set that ends at the goal (`-v0`, continuing, is no longer built).
 """
 
 import os
@@ -41,6 +44,13 @@ KINDS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play"
 ACTION_NOISE = 0.2  # generate_ant_maze_datasets.py:129-131, the --noisy sets
 EPISODE_STEPS = 1000  # generate_ant_maze_datasets.py --max_episode_steps
 CONTROLLER = os.path.join(SHIPPED, "d4rl_goal_ant")
+ENDS_AT_GOAL = ("umaze-diverse",)  # D4RL issue #199: one reward/terminal per arrival in that file
+VERSIONS = {"umaze-diverse": 1}  # v0 was continuing, as the other kinds
+
+
+def dataset_id(kind: str) -> str:
+    """`local/d4rl-antmaze/<kind>-v<version>`, the id the builder makes for `kind`."""
+    return f"{NAMESPACE}/{kind}-v{VERSIONS.get(kind, 0)}"
 CONTROLLER_ENV = "behavior.d4rl_antmaze:D4RLGoalAnt-v0"
 
 
@@ -76,12 +86,12 @@ def controller(behavior_dir: str = CONTROLLER, noise: float = ACTION_NOISE, step
     return act
 
 
-def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: str):
+def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: str, end_at_reward: bool = False):
     """Step `envs` in lockstep under the planner and `act`, each episode from
     `starts_goals(env_index, episode_number, rng)` -> (start_xy or None, commanded goal), ended
-    by the env (evaluation) or after `episode_steps`. Returns the finished episodes as dicts of
-    arrays (observations T + 1, actions, rewards, terminations, truncations, goals, flipped).
-    With `steps` None, every env runs one episode."""
+    by the env (evaluation), at its first rewarded row (`end_at_reward`) or after `episode_steps`.
+    Returns the finished episodes as dicts of arrays (observations T + 1, actions, rewards,
+    terminations, truncations, goals, flipped). With `steps` None, every env runs one episode."""
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())  # waypoint jitter, starts, goals
     planners = [antmaze.Planner(e.unwrapped.maze) for e in envs]
     count = [0]
@@ -112,7 +122,7 @@ def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: st
                                     ("terminations", reward > 0), ("truncations", truncated and not terminated)):
                     ep[name].append(value)
                 ep["flipped"] |= envs[j].unwrapped.flipped()
-                if (envs[j].unwrapped.evaluation and terminated) or truncated:
+                if (envs[j].unwrapped.evaluation and terminated) or (end_at_reward and reward > 0) or truncated:
                     finished.append({k: np.asarray(v) for k, v in ep.items()})
                     if steps is None:
                         running.remove(j)
@@ -147,7 +157,7 @@ def make_dataset(kind: str, steps: int = 1_000_000, seed: int = 0, num_envs: int
     import minari  # heavy: imported when a dataset is made
 
     maze, anywhere, goal_cells = parse_kind(kind)
-    ds_id = f"{NAMESPACE}/{kind}-v0"
+    ds_id = dataset_id(kind)
     if not make_room(ds_id, overwrite):
         return ds_id
     act = controller(behavior_dir or CONTROLLER, step=step)
@@ -163,7 +173,7 @@ def make_dataset(kind: str, steps: int = 1_000_000, seed: int = 0, num_envs: int
         return start, antmaze.goal_noise(rng, goal_cells[rng.integers(len(goal_cells))])
 
     began = time.time()
-    eps = drive(envs, act, starts_goals, steps, drive_key, episode_steps, ds_id)
+    eps = drive(envs, act, starts_goals, steps, drive_key, episode_steps, ds_id, end_at_reward=kind in ENDS_AT_GOAL)
     buffers = [minari.data_collector.EpisodeBuffer(
         id=i, observations=e["observations"], actions=e["actions"], rewards=e["rewards"],
         terminations=e["terminations"], truncations=e["truncations"], infos={"goal": np.repeat(e["goal"][None], len(e["observations"]), 0)}) for i, e in enumerate(eps)]
@@ -190,15 +200,18 @@ def make_dataset(kind: str, steps: int = 1_000_000, seed: int = 0, num_envs: int
 
 
 def ensure_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
-    """Build `local/d4rl-antmaze/<kind>-v0` if it is missing. True when it built one; False for
-    any other id or one already there."""
+    """Build `local/d4rl-antmaze/<kind>-v<version>` if it is missing. True when it built one; False
+    for any other namespace or a set already there; an error for a version the builder does not make."""
     import minari  # heavy: imported when a dataset is made
 
     prefix, _, name = ds_id.rpartition("/")
     kind, _, version = name.rpartition("-v")
-    if prefix != NAMESPACE or version != "0" or ds_id in minari.list_local_datasets():
+    if prefix != NAMESPACE or ds_id in minari.list_local_datasets():
         return False
     parse_kind(kind)
+    if ds_id != dataset_id(kind):
+        raise DatasetError(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()} and the builder "
+                           f"makes {dataset_id(kind)} (behavior/d4rl_datasets.py VERSIONS); train on that id")
     print(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; building it ({steps:,} steps, "
           "~7 min on one CPU core)")
     make_dataset(kind, steps, seed)

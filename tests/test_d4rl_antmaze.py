@@ -5,6 +5,7 @@ rules, the planner, and a tiny dataset with D4RL's relabelling."""
 import types
 
 import gymnasium as gym
+import jax
 import minari
 import mujoco
 import numpy as np
@@ -189,6 +190,24 @@ def test_dataset_relabels_to_the_evaluation_goal(d4rl_root, tmp_path):
     assert make_env().spec.max_episode_steps == 1400 and any("1400" in n for n in notes)
 
 
+def test_umaze_diverse_episodes_end_at_their_first_reward():
+    """D4RL's umaze-diverse file holds one reward/terminal per arrival (D4RL issue #199): with
+    `end_at_reward` an ant placed at the goal gives one-row episodes, each rewarded and terminal;
+    without it one continuing episode rewarded at every row."""
+    goal = np.array([0.5, 8.5])
+    still = lambda obs, waypoints, key: np.zeros((len(obs), 8), np.float32)  # noqa: E731
+    at_goal = lambda j, n, rng: (goal, goal)  # noqa: E731
+    ended = d4rl_datasets.drive([antmaze.D4RLAntMaze("umaze", evaluation=False, reward_goal=goal)], still, at_goal,
+                                5, jax.random.key(0), 1000, "t", end_at_reward=True)
+    assert [len(e["actions"]) for e in ended] == [1] * 5
+    assert all(e["rewards"].tolist() == [1.0] and e["terminations"].tolist() == [True] for e in ended)
+    continuing = d4rl_datasets.drive([antmaze.D4RLAntMaze("umaze", evaluation=False, reward_goal=goal)], still,
+                                     at_goal, 5, jax.random.key(0), 1000, "t")
+    assert len(continuing) == 1 and continuing[0]["rewards"].tolist() == [1.0] * 5
+    assert d4rl_datasets.dataset_id("umaze-diverse").endswith("umaze-diverse-v1")
+    assert d4rl_datasets.dataset_id("medium-diverse").endswith("medium-diverse-v0")
+
+
 def test_kinds_and_errors(tmp_path):
     assert d4rl_datasets.parse_kind("umaze")[:2] == ("umaze", False)
     assert d4rl_datasets.parse_kind("umaze-diverse") == ("umaze", True, [(3, 1)])
@@ -200,6 +219,8 @@ def test_kinds_and_errors(tmp_path):
     with pytest.raises(DatasetError, match="behavior.train_behavior"):
         d4rl_datasets.controller(str(tmp_path / "none"))
     assert not d4rl_datasets.ensure_dataset("local/antmaze/umaze-v1")
+    with pytest.raises(DatasetError, match="umaze-diverse-v1"):  # a version the builder no longer makes
+        d4rl_datasets.ensure_dataset("local/d4rl-antmaze/umaze-diverse-v0")
 
 
 def test_shipped_controller_drives_through_the_umaze():
