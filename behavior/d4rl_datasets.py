@@ -9,21 +9,24 @@ D4RL's recipe (scripts/generation/generate_ant_maze_datasets.py and relabel_antm
   direction to the waypoint scaled to 10 m (so it keeps walking through waypoints and past the
   goal), acts with a sample of its stochastic policy plus N(0, 0.2), clipped to [-1, 1];
 - each episode is 1000 steps (`timeouts`), continuing: the ant is not stopped at the goal and a
-  fallen ant is not reset; except `umaze-diverse`, whose episodes end at their first row inside
-  the goal (D4RL's umaze-diverse file holds one reward/terminal per arrival where every other
-  set holds clusters: Farama-Foundation/D4RL issue #199), and the next starts anywhere;
+  fallen ant is not reset; except `umaze-diverse`, whose episodes end when the ant reaches its
+  commanded goal or the evaluation goal (within 0.5 m), the next starting anywhere: D4RL's
+  umaze-diverse file holds one reward/terminal per arrival where every other set holds
+  clusters (Farama-Foundation/D4RL issue #199);
 - each episode is commanded to a goal drawn in one of the kind's goal cells by D4RL's noise rule;
   it starts at the origin (`umaze`) or anywhere in the maze (every other kind);
 - rewards and terminals are relabelled to one evaluation goal per dataset, drawn by the
   evaluation env's rule: reward_t = terminal_t = 1[|xy_{t+1} - goal| <= 0.5], so the data
   holds clusters of terminal rows mid-episode, as D4RL's.
 
-Kinds and their commanded goal cells: `umaze`, `umaze-diverse`: U_MAZE's goal cell (D4RL's
-umaze map marks one); `<maze>-play`: the goal cells D4RL's BIG_MAZE / HARDEST_MAZE mark (hand
-picked); `<maze>-diverse`: any free cell (D4RL's goal sampler when a map marks none). The
+Kinds and their commanded goal cells: `umaze`: U_MAZE's goal cell (the map marks one);
+`<maze>-play`: the goal cells D4RL's BIG_MAZE / HARDEST_MAZE mark (hand picked);
+`<maze>-diverse`: any free cell (D4RL's goal sampler when a map marks none; D4RL's task list:
+"diverse" datasets command random goal locations). The
 metadata records the evaluation env (`D4RLAntMaze_*-v0`), reference scores (0, 1) and the
 relabelling goal. Ids are `local/d4rl-antmaze/<kind>-v<VERSIONS[kind]>`: `umaze-diverse-v1` is the
-set that ends at the goal (`-v0`, continuing, is no longer built).
+set whose episodes end at a goal (`-v0`, continuing and commanded to the goal cell only, is no
+longer built).
 """
 
 import os
@@ -45,7 +48,7 @@ ACTION_NOISE = 0.2  # generate_ant_maze_datasets.py:129-131, the --noisy sets
 EPISODE_STEPS = 1000  # generate_ant_maze_datasets.py --max_episode_steps
 CONTROLLER = os.path.join(SHIPPED, "d4rl_goal_ant")
 ENDS_AT_GOAL = ("umaze-diverse",)  # D4RL issue #199: one reward/terminal per arrival in that file
-VERSIONS = {"umaze-diverse": 1}  # v0 was continuing, as the other kinds
+VERSIONS = {"umaze-diverse": 1}  # v0: continuing, commanded to the goal cell only
 
 
 def dataset_id(kind: str) -> str:
@@ -62,7 +65,7 @@ def parse_kind(kind: str) -> tuple[str, bool, list]:
     grid = antmaze.DATA_MAPS[maze]
     marked = [(r, c) for r, row in enumerate(grid) for c, v in enumerate(row) if v == antmaze.G]
     free = [(r, c) for r, row in enumerate(grid) for c, v in enumerate(row) if v != 1]
-    goals = free if regime == "diverse" and maze != "umaze" else marked
+    goals = free if regime == "diverse" else marked
     return maze, regime != "", goals
 
 
@@ -86,10 +89,11 @@ def controller(behavior_dir: str = CONTROLLER, noise: float = ACTION_NOISE, step
     return act
 
 
-def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: str, end_at_reward: bool = False):
+def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: str, end_at_goal: bool = False):
     """Step `envs` in lockstep under the planner and `act`, each episode from
     `starts_goals(env_index, episode_number, rng)` -> (start_xy or None, commanded goal), ended
-    by the env (evaluation), at its first rewarded row (`end_at_reward`) or after `episode_steps`.
+    by the env (evaluation), after `episode_steps`, or (`end_at_goal`) at the first row within
+    0.5 m of the commanded goal or inside the rewarded one.
     Returns the finished episodes as dicts of arrays (observations T + 1, actions, rewards,
     terminations, truncations, goals, flipped). With `steps` None, every env runs one episode."""
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())  # waypoint jitter, starts, goals
@@ -117,12 +121,15 @@ def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: st
             for j, action in zip(active, actions):
                 ep = episodes[j]
                 next_obs, reward, terminated, truncated, _ = envs[j].step(action)
-                truncated = truncated or len(ep["actions"]) + 1 >= episode_steps
+                # An arrival at the commanded goal outside the rewarded one ends the episode unrewarded:
+                # a truncation (the mask stays 1), not a terminal.
+                arrived = end_at_goal and (reward > 0 or np.linalg.norm(next_obs[:2] - ep["goal"]) <= antmaze.SUCCESS_RADIUS)
+                truncated = truncated or len(ep["actions"]) + 1 >= episode_steps or (arrived and reward == 0)
                 for name, value in (("observations", next_obs), ("actions", action), ("rewards", reward),
                                     ("terminations", reward > 0), ("truncations", truncated and not terminated)):
                     ep[name].append(value)
                 ep["flipped"] |= envs[j].unwrapped.flipped()
-                if (envs[j].unwrapped.evaluation and terminated) or (end_at_reward and reward > 0) or truncated:
+                if (envs[j].unwrapped.evaluation and terminated) or arrived or truncated:
                     finished.append({k: np.asarray(v) for k, v in ep.items()})
                     if steps is None:
                         running.remove(j)
@@ -173,7 +180,7 @@ def make_dataset(kind: str, steps: int = 1_000_000, seed: int = 0, num_envs: int
         return start, antmaze.goal_noise(rng, goal_cells[rng.integers(len(goal_cells))])
 
     began = time.time()
-    eps = drive(envs, act, starts_goals, steps, drive_key, episode_steps, ds_id, end_at_reward=kind in ENDS_AT_GOAL)
+    eps = drive(envs, act, starts_goals, steps, drive_key, episode_steps, ds_id, end_at_goal=kind in ENDS_AT_GOAL)
     buffers = [minari.data_collector.EpisodeBuffer(
         id=i, observations=e["observations"], actions=e["actions"], rewards=e["rewards"],
         terminations=e["terminations"], truncations=e["truncations"], infos={"goal": np.repeat(e["goal"][None], len(e["observations"]), 0)}) for i, e in enumerate(eps)]

@@ -164,7 +164,12 @@ def test_dataset_relabels_to_the_evaluation_goal(d4rl_root, tmp_path):
     goal = np.asarray(mds.recover_environment().unwrapped.reward_goal)
     assert np.all(goal - [0.0, 8.0] >= 0.0) and np.all(goal - [0.0, 8.0] <= 1.5)
     episodes = list(mds.iterate_episodes())
-    assert mds.total_steps == 1200 and len(episodes) == 6  # 3 envs x 400 steps: 1 full + a cut one each
+    # 3 envs x 400 steps: 300-step episodes, ones ended at their commanded goal (umaze-diverse's rule),
+    # and those cut by the end of the recording.
+    assert mds.total_steps == 1200 and len(episodes) > 6
+    for ep in episodes[:-3]:
+        commanded = ep.infos["goal"][0]
+        assert len(ep.actions) == 300 or np.linalg.norm(ep.observations[-1, :2] - commanded) <= 0.5
     for ep in episodes:
         inside = np.linalg.norm(ep.observations[1:, :2] - goal, axis=1) <= 0.5
         np.testing.assert_array_equal(ep.rewards, inside.astype(float))
@@ -190,19 +195,26 @@ def test_dataset_relabels_to_the_evaluation_goal(d4rl_root, tmp_path):
     assert make_env().spec.max_episode_steps == 1400 and any("1400" in n for n in notes)
 
 
-def test_umaze_diverse_episodes_end_at_their_first_reward():
+def test_umaze_diverse_episodes_end_at_a_goal():
     """D4RL's umaze-diverse file holds one reward/terminal per arrival (D4RL issue #199): with
-    `end_at_reward` an ant placed at the goal gives one-row episodes, each rewarded and terminal;
+    `end_at_goal` an ant placed at the rewarded goal gives one-row episodes, each rewarded and
+    terminal, and one placed at its commanded goal elsewhere one-row unrewarded truncations;
     without it one continuing episode rewarded at every row."""
-    goal = np.array([0.5, 8.5])
+    goal, elsewhere = np.array([0.5, 8.5]), np.array([8.5, 0.5])
     still = lambda obs, waypoints, key: np.zeros((len(obs), 8), np.float32)  # noqa: E731
-    at_goal = lambda j, n, rng: (goal, goal)  # noqa: E731
-    ended = d4rl_datasets.drive([antmaze.D4RLAntMaze("umaze", evaluation=False, reward_goal=goal)], still, at_goal,
-                                5, jax.random.key(0), 1000, "t", end_at_reward=True)
+
+    def run(start_goal, **kw):
+        env = antmaze.D4RLAntMaze("umaze", evaluation=False, reward_goal=goal)
+        return d4rl_datasets.drive([env], still, lambda j, n, rng: start_goal, 5, jax.random.key(0), 1000, "t", **kw)
+
+    ended = run((goal, goal), end_at_goal=True)
     assert [len(e["actions"]) for e in ended] == [1] * 5
-    assert all(e["rewards"].tolist() == [1.0] and e["terminations"].tolist() == [True] for e in ended)
-    continuing = d4rl_datasets.drive([antmaze.D4RLAntMaze("umaze", evaluation=False, reward_goal=goal)], still,
-                                     at_goal, 5, jax.random.key(0), 1000, "t")
+    assert all(e["rewards"].tolist() == [1.0] and e["terminations"].tolist() == [True]
+               and e["truncations"].tolist() == [False] for e in ended)
+    unrewarded = run((elsewhere, elsewhere), end_at_goal=True)
+    assert len(unrewarded) == 5 and all(e["rewards"].tolist() == [0.0] and e["truncations"].tolist() == [True]
+                                        and not e["terminations"].any() for e in unrewarded)
+    continuing = run((goal, goal))
     assert len(continuing) == 1 and continuing[0]["rewards"].tolist() == [1.0] * 5
     assert d4rl_datasets.dataset_id("umaze-diverse").endswith("umaze-diverse-v1")
     assert d4rl_datasets.dataset_id("medium-diverse").endswith("medium-diverse-v0")
@@ -210,7 +222,8 @@ def test_umaze_diverse_episodes_end_at_their_first_reward():
 
 def test_kinds_and_errors(tmp_path):
     assert d4rl_datasets.parse_kind("umaze")[:2] == ("umaze", False)
-    assert d4rl_datasets.parse_kind("umaze-diverse") == ("umaze", True, [(3, 1)])
+    assert d4rl_datasets.parse_kind("umaze")[2] == [(3, 1)]
+    assert d4rl_datasets.parse_kind("umaze-diverse") == ("umaze", True, [(1, 1), (1, 2), (1, 3), (2, 3), (3, 1), (3, 2), (3, 3)])
     assert d4rl_datasets.parse_kind("medium-play") == ("medium", True, [(2, 6), (5, 1), (6, 5)])
     maze, anywhere, goals = d4rl_datasets.parse_kind("large-diverse")
     assert len(goals) == int((antmaze.walls("large") == 0).sum())
