@@ -47,7 +47,9 @@ KINDS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play"
 ACTION_NOISE = 0.2  # generate_ant_maze_datasets.py:129-131, the --noisy sets
 EPISODE_STEPS = 1000  # generate_ant_maze_datasets.py --max_episode_steps
 CONTROLLER = os.path.join(SHIPPED, "d4rl_goal_ant")
-ENDS_AT_GOAL = ("umaze-diverse",)  # D4RL issue #199: one reward/terminal per arrival in that file
+# D4RL#199: one reward/terminal per arrival in that file; the generation loop resets on `done`
+# (generate_ant_maze_datasets.py:146-150), raised within 0.5 m of the goal (goal_reaching_env.py:45-47).
+ENDS_AT_GOAL = ("umaze-diverse",)
 VERSIONS = {"umaze-diverse": 1}  # v0: continuing, commanded to the goal cell only
 
 
