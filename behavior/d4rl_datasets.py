@@ -1,7 +1,7 @@
 """D4RL's AntMaze datasets, made as D4RL made them, on D4RL's task (`behavior/d4rl_antmaze.py`).
 
     python -m behavior.collect --env=d4rl-antmaze --datasets=umaze,umaze-diverse,medium-play
-    local/d4rl-antmaze/<kind>-v0       (built on first use by the training scripts)
+    local/d4rl-antmaze/<kind>-v0       (umaze-diverse-v1; built on first use by the training scripts)
 
 D4RL's recipe (scripts/generation/generate_ant_maze_datasets.py and relabel_antmaze_rewards.py):
 
@@ -162,7 +162,7 @@ def success_rate(maze: str, act, episodes: int, seed: int) -> dict:
 def make_dataset(kind: str, steps: int = 1_000_000, seed: int = 0, num_envs: int = 16,
                  behavior_dir: str | None = None, overwrite: bool = False, episode_steps: int = EPISODE_STEPS,
                  step: int | None = None) -> str:
-    """Record `local/d4rl-antmaze/<kind>-v0` into the local Minari root (module docstring)."""
+    """Record `dataset_id(kind)` into the local Minari root (module docstring)."""
     import minari  # heavy: imported when a dataset is made
 
     maze, anywhere, goal_cells = parse_kind(kind)
