@@ -24,9 +24,8 @@ Kinds and their commanded goal cells: `umaze`: U_MAZE's goal cell (the map marks
 `<maze>-diverse`: any free cell (D4RL's goal sampler when a map marks none; D4RL's task list:
 "diverse" datasets command random goal locations). The
 metadata records the evaluation env (`D4RLAntMaze_*-v0`), reference scores (0, 1) and the
-relabelling goal. Ids are `local/d4rl-antmaze/<kind>-v<VERSIONS[kind]>`: `umaze-diverse-v1` is the
-set whose episodes end at a goal (`-v0`, continuing and commanded to the goal cell only, is no
-longer built).
+relabelling goal. Ids are `dataset_id(kind)`: `umaze-diverse-v1` is the set whose episodes end
+at a goal (`-v0`, continuing and commanded to the goal cell only, is no longer built).
 """
 
 import os
@@ -47,16 +46,16 @@ KINDS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play"
 ACTION_NOISE = 0.2  # generate_ant_maze_datasets.py:129-131, the --noisy sets
 EPISODE_STEPS = 1000  # generate_ant_maze_datasets.py --max_episode_steps
 CONTROLLER = os.path.join(SHIPPED, "d4rl_goal_ant")
+CONTROLLER_ENV = "behavior.d4rl_antmaze:D4RLGoalAnt-v0"
 # D4RL#199: one reward/terminal per arrival in that file; the generation loop resets on `done`
 # (generate_ant_maze_datasets.py:146-150), raised within 0.5 m of the goal (goal_reaching_env.py:45-47).
 ENDS_AT_GOAL = ("umaze-diverse",)
-VERSIONS = {"umaze-diverse": 1}  # v0: continuing, commanded to the goal cell only
 
 
 def dataset_id(kind: str) -> str:
-    """`local/d4rl-antmaze/<kind>-v<version>`, the id the builder makes for `kind`."""
-    return f"{NAMESPACE}/{kind}-v{VERSIONS.get(kind, 0)}"
-CONTROLLER_ENV = "behavior.d4rl_antmaze:D4RLGoalAnt-v0"
+    """The id the builder makes for `kind`: `-v1` for the kinds that end at the goal (their `-v0`
+    was continuing and, for umaze-diverse, commanded to the goal cell only), `-v0` otherwise."""
+    return f"{NAMESPACE}/{kind}-v{int(kind in ENDS_AT_GOAL)}"
 
 
 def parse_kind(kind: str) -> tuple[str, bool, list]:
@@ -125,7 +124,8 @@ def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: st
                 next_obs, reward, terminated, truncated, _ = envs[j].step(action)
                 # An arrival at the commanded goal outside the rewarded one ends the episode unrewarded:
                 # a truncation (the mask stays 1), not a terminal.
-                arrived = end_at_goal and (reward > 0 or np.linalg.norm(next_obs[:2] - ep["goal"]) <= antmaze.SUCCESS_RADIUS)
+                at_commanded = np.linalg.norm(next_obs[:2] - ep["goal"]) <= antmaze.SUCCESS_RADIUS
+                arrived = end_at_goal and (reward > 0 or at_commanded)
                 truncated = truncated or len(ep["actions"]) + 1 >= episode_steps or (arrived and reward == 0)
                 for name, value in (("observations", next_obs), ("actions", action), ("rewards", reward),
                                     ("terminations", reward > 0), ("truncations", truncated and not terminated)):
@@ -214,13 +214,13 @@ def ensure_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
     import minari  # heavy: imported when a dataset is made
 
     prefix, _, name = ds_id.rpartition("/")
-    kind, _, version = name.rpartition("-v")
+    kind, _, _ = name.rpartition("-v")
     if prefix != NAMESPACE or ds_id in minari.list_local_datasets():
         return False
     parse_kind(kind)
     if ds_id != dataset_id(kind):
         raise DatasetError(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()} and the builder "
-                           f"makes {dataset_id(kind)} (behavior/d4rl_datasets.py VERSIONS); train on that id")
+                           f"makes {dataset_id(kind)} (behavior/d4rl_datasets.py dataset_id); train on that id")
     print(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; building it ({steps:,} steps, "
           "~7 min on one CPU core)")
     make_dataset(kind, steps, seed)

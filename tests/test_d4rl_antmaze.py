@@ -223,7 +223,8 @@ def test_umaze_diverse_episodes_end_at_a_goal():
 def test_kinds_and_errors(tmp_path):
     assert d4rl_datasets.parse_kind("umaze")[:2] == ("umaze", False)
     assert d4rl_datasets.parse_kind("umaze")[2] == [(3, 1)]
-    assert d4rl_datasets.parse_kind("umaze-diverse") == ("umaze", True, [(1, 1), (1, 2), (1, 3), (2, 3), (3, 1), (3, 2), (3, 3)])
+    u_free = [(1, 1), (1, 2), (1, 3), (2, 3), (3, 1), (3, 2), (3, 3)]
+    assert d4rl_datasets.parse_kind("umaze-diverse") == ("umaze", True, u_free)
     assert d4rl_datasets.parse_kind("medium-play") == ("medium", True, [(2, 6), (5, 1), (6, 5)])
     maze, anywhere, goals = d4rl_datasets.parse_kind("large-diverse")
     assert len(goals) == int((antmaze.walls("large") == 0).sum())
