@@ -112,8 +112,9 @@ def evaluate(
     num_episodes: int,
     seed: int | list[int],
 ) -> dict:
-    """Mean undiscounted return of `num_episodes` episodes, run in parallel, and the success
-    rate for envs that report `info['success']` (Gymnasium-Robotics' mazes).
+    """Mean undiscounted return of `num_episodes` episodes, run in parallel, the success rate
+    for envs that report `info['success']` (the mazes), and the flip rate for envs that report
+    `info['flipped']` (D4RL's AntMaze: the ant's torso turned upside down).
 
     Args:
       policy_fn: (num_episodes, obs_dim) float32 observations -> (num_episodes, act_dim) actions.
@@ -123,7 +124,8 @@ def evaluate(
 
     Returns:
       {'return': mean, 'return_std': std, 'length': mean episode length, 'returns': per episode,
-       'successes': per episode 0/1 (success at any step) or None, 'success': their mean or None}.
+       'successes': per episode 0/1 (success at any step) or None, 'success': their mean or None,
+       'flips': per episode 0/1 (flipped at any step) or None, 'flip_rate': their mean or None}.
     """
     envs = gym.vector.SyncVectorEnv([make_env] * num_episodes)
     try:
@@ -132,6 +134,7 @@ def evaluate(
         lengths = np.zeros(num_episodes, np.int64)
         running = np.ones(num_episodes, bool)
         successes, reports_success = np.zeros(num_episodes, bool), False
+        flips, reports_flips = np.zeros(num_episodes, bool), False
         while running.any():
             actions = np.asarray(policy_fn(obs.reshape(num_episodes, -1).astype(np.float32)))
             obs, rewards, terminated, truncated, infos = envs.step(actions.reshape(envs.action_space.shape))
@@ -140,6 +143,9 @@ def evaluate(
             if "success" in infos:
                 reports_success = True
                 successes |= running & np.asarray(infos["success"], bool) & np.asarray(infos["_success"], bool)
+            if "flipped" in infos:
+                reports_flips = True
+                flips |= running & np.asarray(infos["flipped"], bool) & np.asarray(infos["_flipped"], bool)
             lengths += running
             running &= ~(terminated | truncated)
     finally:
@@ -151,6 +157,8 @@ def evaluate(
         "returns": returns,
         "successes": successes.astype(np.float64) if reports_success else None,
         "success": float(successes.mean()) if reports_success else None,
+        "flips": flips.astype(np.float64) if reports_flips else None,
+        "flip_rate": float(flips.mean()) if reports_flips else None,
     }
 
 

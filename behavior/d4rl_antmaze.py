@@ -211,7 +211,7 @@ class D4RLAntMaze(D4RLAnt):
     def _info(self) -> dict:
         target = self.goal if self.evaluation else self.reward_goal
         return {"success": bool(np.linalg.norm(self.xy() - target) <= SUCCESS_RADIUS), "goal": self.goal.copy(),
-                "xy": self.xy()}
+                "xy": self.xy(), "flipped": self.flipped()}
 
     def step(self, action):
         self._simulate(action)

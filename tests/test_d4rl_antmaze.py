@@ -183,12 +183,13 @@ def test_dataset_relabels_to_the_evaluation_goal(d4rl_root, tmp_path):
     env = info.make_env()
     assert env.spec.id == "D4RLAntMaze_UMaze-v0" and env.spec.max_episode_steps == 700
     result = evaluation.evaluate(lambda obs: np.zeros((len(obs), 8)), info.make_env, 2, seed=0)
-    assert result["success"] == 0.0 and result["length"] == 700
+    assert result["success"] == 0.0 and result["length"] == 700 and result["flip_rate"] == 0.0  # standing still
     # IQL trains on it and evaluates in D4RL's task, here with a time limit of 50 steps.
     run_main(train_offline, f"--config={ROOT}/configs/iql_antmaze.py:smoke", f"--dataset={ds_id}",
              f"--workdir={tmp_path / 'run'}", "--config.eval_episodes=2", "--config.eval_max_episode_steps=50")
     rows = read_csv(tmp_path / "run" / "eval.csv")
     assert [r["step"] for r in rows] == ["100", "200"] and all(r["success_rate"] == "0.0" for r in rows)
+    assert all(0.0 <= float(r["flip_rate"]) <= 1.0 for r in rows)
     config = iql_antmaze.get_config("smoke")
     config.eval_max_episode_steps = 1400  # the same 70 s at Gymnasium's 0.05 s per step
     *_, make_env, notes, _ = sources.load_data(types.SimpleNamespace(dataset=ds_id, env_name=None), config)
@@ -257,3 +258,32 @@ def test_controller_task_rewards_progress_and_ends_on_a_flip():
     mujoco.mj_forward(env.model, env.data)
     *_, terminated, _, info = env.step(np.zeros(8))
     assert terminated and info["flipped"]
+
+
+class _TurnedOver(gym.Wrapper):
+    """D4RL's umaze evaluation env whose ant starts on its back (180 degrees about x)."""
+
+    def reset(self, **kwargs):
+        _, info = self.env.reset(**kwargs)
+        ant = self.env.unwrapped
+        ant.data.qpos[3:7] = [0.0, 1.0, 0.0, 0.0]
+        ant.data.qpos[2] = 0.5
+        mujoco.mj_forward(ant.model, ant.data)
+        return ant._observe(), info
+
+
+def test_evaluation_counts_episodes_whose_ant_turned_over():
+    built = []
+
+    def make_env():  # the first of the three episodes starts on its back
+        env = gym.wrappers.TimeLimit(antmaze.D4RLAntMaze("umaze"), 20)
+        built.append(env)
+        return _TurnedOver(env) if len(built) == 1 else env
+
+    result = evaluation.evaluate(lambda obs: np.zeros((len(obs), 8)), make_env, 3, seed=0)
+    np.testing.assert_array_equal(result["flips"], [1.0, 0.0, 0.0])
+    assert result["flip_rate"] == pytest.approx(1 / 3) and result["success"] == 0.0 and result["length"] == 20
+    # Envs that report no flips give none.
+    result = evaluation.evaluate(lambda obs: np.zeros((len(obs), 1)),
+                                 lambda: gym.make("Pendulum-v1", max_episode_steps=5), 2, seed=0)
+    assert result["flips"] is None and result["flip_rate"] is None
