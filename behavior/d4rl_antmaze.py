@@ -125,6 +125,13 @@ def model_xml(maze: str | None = None) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def upside_down(qpos: np.ndarray) -> np.ndarray:
+    """Whether the torso's up axis points down, from qpos (..., >= 7) or this env's observations
+    (their first 15 numbers are qpos[:15]): the z of the body's z axis, 1 - 2 (qx^2 + qy^2), < 0."""
+    qx, qy = qpos[..., 4], qpos[..., 5]
+    return 1 - 2 * (qx * qx + qy * qy) < 0
+
+
 class D4RLAnt(gym.Env):
     """D4RL's ant in `maze` (None: an open floor): physics, reset noise and the 29-number
     observation. Subclasses add the task."""
@@ -163,8 +170,7 @@ class D4RLAnt(gym.Env):
         mujoco.mj_step(self.model, self.data, nstep=FRAME_SKIP)
 
     def flipped(self) -> bool:
-        w, x, y, z = self.data.qpos[3:7]
-        return bool(1 - 2 * (x * x + y * y) < 0)  # the torso's up axis points down
+        return bool(upside_down(self.data.qpos))
 
     def render(self):
         if self._renderer is None:
