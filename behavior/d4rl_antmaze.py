@@ -125,11 +125,7 @@ def model_xml(maze: str | None = None) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def upside_down(qpos: np.ndarray) -> np.ndarray:
-    """Whether the torso's up axis points down, from qpos (..., >= 7) or this env's observations
-    (their first 15 numbers are qpos[:15]): the z of the body's z axis, 1 - 2 (qx^2 + qy^2), < 0."""
-    qx, qy = qpos[..., 4], qpos[..., 5]
-    return 1 - 2 * (qx * qx + qy * qy) < 0
+upside_down = goal_ant.upside_down  # the same body: qpos[3:7] is the torso quaternion in both ants
 
 
 class D4RLAnt(gym.Env):

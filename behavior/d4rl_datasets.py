@@ -251,11 +251,15 @@ def without_flips(ds_id: str, overwrite: bool = False) -> str:
 
 def ensure_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
     """Build `local/d4rl-antmaze/<kind>-v<version>` if it is missing. True when it built one; False
-    for any other namespace or a set already there; an error for a version the builder does not make."""
+    for any other namespace or a set already there; an error for a version the builder does not make,
+    and for a missing `local/d4rl-antmaze-noflip` copy (made by `without_flips`, not on first use)."""
     import minari  # heavy: imported when a dataset is made
 
     prefix, _, name = ds_id.rpartition("/")
     kind, _, _ = name.rpartition("-v")
+    if prefix == NOFLIP_NAMESPACE and ds_id not in minari.list_local_datasets():
+        raise DatasetError(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}: make it with "
+                           f"python -m behavior.collect --env=d4rl-antmaze --datasets={kind} --without_flips")
     if prefix != NAMESPACE or ds_id in minari.list_local_datasets():
         return False
     parse_kind(kind)

@@ -53,6 +53,13 @@ def policy_input(observation: np.ndarray, achieved: np.ndarray, target: np.ndarr
     return np.concatenate([body, delta], axis=-1).astype(np.float32)
 
 
+
+def upside_down(qpos: np.ndarray) -> np.ndarray:
+    """Whether the torso's up axis points down, from qpos (..., >= 7), or observations that start
+    with qpos (x, y included): the z of the body's z axis, 1 - 2 (qx^2 + qy^2), below 0."""
+    qx, qy = qpos[..., 4], qpos[..., 5]  # of the torso quaternion (w, x, y, z) at qpos[3:7]
+    return 1 - 2 * (qx * qx + qy * qy) < 0
+
 class GoalReachingAnt(gym.Env):
     """Ant-v4 on an open floor with goals drawn around it (module docstring)."""
 
@@ -93,8 +100,7 @@ class GoalReachingAnt(gym.Env):
         action = np.asarray(action)
         reward = ((before - after) / self.ant.dt + self.healthy_reward * float(self.ant.is_healthy)
                   - self.ctrl_cost_weight * float(np.sum(action**2)))
-        x, y = ant_obs[4:6]  # of the torso quaternion (w, x, y, z)
-        flipped = 1 - 2 * (x * x + y * y) < 0  # the torso's up axis points down: Ant-v4 calls it healthy
+        flipped = bool(upside_down(ant_obs))  # Ant-v4 calls an ant on its back healthy
         terminated = bool(terminated) or flipped
         info = {**info, "goal_distance": after, "reached": after <= GOAL_RADIUS, "flipped": flipped}
         if after <= GOAL_RADIUS:

@@ -328,3 +328,5 @@ def test_without_flips_drops_exactly_the_episodes_whose_ant_turns_over(d4rl_root
     assert d4rl_datasets.without_flips("local/d4rl-antmaze/tiny-v0") == out  # kept, not rebuilt
     with pytest.raises(DatasetError, match="not in the local Minari root"):
         d4rl_datasets.without_flips("local/d4rl-antmaze/missing-v0")
+    with pytest.raises(DatasetError, match="--datasets=umaze-diverse --without_flips"):
+        d4rl_datasets.ensure_dataset("local/d4rl-antmaze-noflip/umaze-diverse-v1")  # training on a missing copy
