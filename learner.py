@@ -106,6 +106,8 @@ def awr_actor_loss(
         "adv_max": advantages.max(),
         "awr_weight_mean": weights.mean(),
         "awr_weight_max": weights.max(),
+        # Kish's effective sample size as a share of the batch: (sum w)^2 / (n sum w^2).
+        "awr_weight_ess": weights.sum() ** 2 / (weights.size * (weights**2).sum()),
         "log_prob_mean": log_probs.mean(),
         "policy_std_mean": jnp.exp(log_stds).mean(),
     }
@@ -275,6 +277,10 @@ class IQLLearner(struct.PyTreeNode):
     discount: jax.Array
     target_tau: jax.Array
 
+    # L_pi, a class attribute (not a pytree field) so that a control experiment can swap it
+    # (tools/ablate_awr.py).
+    actor_loss = staticmethod(awr_actor_loss)
+
     @staticmethod
     def fields(config: Mapping) -> dict:
         """The fields of `config` (e.g. a run's whole config) that `create` reads."""
@@ -351,7 +357,7 @@ class IQLLearner(struct.PyTreeNode):
 
         # 2. Actor: advantage from the target critic and the *new* value.
         advantages = target_q - value.apply_fn({"params": value.params}, batch.observations)
-        grads, actor_info = jax.grad(awr_actor_loss, has_aux=True)(
+        grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
             self.actor.params, self.actor, batch, advantages, self.beta, dropout_key
         )
         actor = self.actor.apply_gradients(grads=grads)

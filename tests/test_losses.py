@@ -90,6 +90,9 @@ def test_awr_weight_is_capped_at_100():
     weights = np.minimum(np.exp(beta * np.asarray(advantages)), 100.0)
     assert float(info["awr_weight_max"]) == 100.0
     np.testing.assert_allclose(float(info["awr_weight_mean"]), weights.mean(), rtol=1e-5)
+    # weights 100, e^3, 1, e^-3: Kish's effective share is (sum w)^2 / (4 sum w^2) ~ 0.35.
+    np.testing.assert_allclose(float(info["awr_weight_ess"]), weights.sum() ** 2 / (4 * (weights**2).sum()), rtol=1e-5)
+    assert 0.35 < float(info["awr_weight_ess"]) < 0.36
     # The loss is exactly -mean(w * log pi(a|s)) with those capped weights.
     from networks import gaussian_log_prob
 
