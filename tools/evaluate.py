@@ -79,30 +79,39 @@ def results_of(columns: dict, members) -> list[dict]:
     return rows
 
 
-def main(argv):
-    cli.check_no_arguments(argv)
-    if not FLAGS.workdir:
-        raise cli.UserError("--workdir is required")
-    run = read_run(FLAGS.workdir)
+def load_run(workdir: str, step, episodes=None) -> types.SimpleNamespace:
+    """A run's config, members, data source and saved agents (those of checkpoint `step`, or the
+    final ones), rebuilt from its config.json; `episodes` overrides config.eval_episodes."""
+    run = read_run(workdir)
     config, run_flags = run["config"], run["flags"]
-    if FLAGS.episodes is not None:
-        if FLAGS.episodes <= 0:
-            raise cli.UserError(f"--episodes must be > 0, got {FLAGS.episodes}")
-        config.eval_episodes = FLAGS.episodes
+    if episodes is not None:
+        if episodes <= 0:
+            raise cli.UserError(f"--episodes must be > 0, got {episodes}")
+        config.eval_episodes = episodes
     if config.algo not in algorithms.ALGORITHMS:
-        raise cli.UserError(f"{FLAGS.workdir}'s config.algo={config.algo!r} is not one of {sorted(algorithms.ALGORITHMS)}")
+        raise cli.UserError(f"{workdir}'s config.algo={config.algo!r} is not one of {sorted(algorithms.ALGORITHMS)}")
     algorithm = algorithms.ALGORITHMS[config.algo]
     members = algorithms.run_members(algorithm, config, run_flags.get("sweep") or [], run_flags["seed"],
                                      run_flags["num_seeds"])
     mesh = multiseed.run_mesh(len(members.seeds), 0)
     source = sources.load(types.SimpleNamespace(dataset=run_flags["dataset"], env_name=run_flags.get("env_name")),
                           config)
-    if source.make_env is None:
-        raise cli.UserError(f"{run_flags['dataset']} names no evaluation env")
     # Fine-tuning's agents were created with its whole span as the actor's schedule length.
     span = config.pretrain_steps + config.online_steps if "online_steps" in config else None
     template = multiseed.fetch(algorithms.create_agents(algorithm, config, source.data, members, mesh, span))
-    agents, step = saved_agents(FLAGS.workdir, FLAGS.step, template)
+    agents, step = saved_agents(workdir, step, template)
+    return types.SimpleNamespace(config=config, flags=run_flags, members=members, mesh=mesh, source=source,
+                                 agents=agents, step=step)
+
+
+def main(argv):
+    cli.check_no_arguments(argv)
+    if not FLAGS.workdir:
+        raise cli.UserError("--workdir is required")
+    run = load_run(FLAGS.workdir, FLAGS.step, FLAGS.episodes)
+    config, members, mesh, source, agents, step = run.config, run.members, run.mesh, run.source, run.agents, run.step
+    if source.make_env is None:
+        raise cli.UserError(f"{run.flags['dataset']} names no evaluation env")
     evaluator = evaluate.Evaluator(source.make_env, members.seeds, config.eval_episodes, source.ref_min,
                                    source.ref_max, config.get("eval_temperature"))
     print(f"{FLAGS.workdir}: {'agent.msgpack' if FLAGS.step is None else f'checkpoint of step {step}'}, "
