@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import ROOT, run_main
@@ -54,7 +55,7 @@ def test_the_report_reads_the_runs_own_networks(minari_root, tmp_path):
     # The same figures straight from the checkpoint's networks.
     run = evaluate.load_run(str(workdir), 100)
     for i, member in enumerate(result["members"]):
-        agent = critic_report.jax.tree.map(lambda x, i=i: x[i], run.agents)
+        agent = jax.tree.map(lambda x, i=i: x[i], run.agents)
         v = agent.value.apply_fn({"params": agent.value.params}, run.source.data.observations)
         q = agent.critic.apply_fn({"params": agent.target_critic_params}, run.source.data.observations,
                                   run.source.data.actions).min(axis=0)
