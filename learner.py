@@ -86,6 +86,16 @@ def critic_loss(
     return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_target_mean": target.mean()}
 
 
+def awr_weights(advantages: jax.Array, beta) -> jax.Array:
+    """AWR's weights min(exp(beta * A), 100), no gradient through A."""
+    return jnp.minimum(jnp.exp(beta * jax.lax.stop_gradient(advantages)), MAX_AWR_WEIGHT)
+
+
+def effective_sample_share(weights: jax.Array) -> jax.Array:
+    """Kish's effective sample size as a share of the rows: (sum w)^2 / (n sum w^2)."""
+    return weights.sum() ** 2 / (weights.size * (weights**2).sum())
+
+
 def awr_actor_loss(
     params: Any, actor: TrainState, batch: Any, advantages: jax.Array, beta, dropout_key: jax.Array
 ) -> tuple[jax.Array, dict]:
@@ -93,7 +103,7 @@ def awr_actor_loss(
 
     With beta = 0 every weight is 1 and this is behavior cloning by maximum likelihood.
     """
-    weights = jnp.minimum(jnp.exp(beta * jax.lax.stop_gradient(advantages)), MAX_AWR_WEIGHT)
+    weights = awr_weights(advantages, beta)
     means, log_stds = actor.apply_fn(
         {"params": params}, batch.observations, training=True, rngs={"dropout": dropout_key}
     )
@@ -106,8 +116,7 @@ def awr_actor_loss(
         "adv_max": advantages.max(),
         "awr_weight_mean": weights.mean(),
         "awr_weight_max": weights.max(),
-        # Kish's effective sample size as a share of the batch: (sum w)^2 / (n sum w^2).
-        "awr_weight_ess": weights.sum() ** 2 / (weights.size * (weights**2).sum()),
+        "awr_weight_ess": effective_sample_share(weights),
         "log_prob_mean": log_probs.mean(),
         "policy_std_mean": jnp.exp(log_stds).mean(),
     }

@@ -32,7 +32,7 @@ from absl import flags
 
 from behavior.goal_ant import upside_down
 from harness import cli, outputs, sweep
-from learner import MAX_AWR_WEIGHT
+from learner import MAX_AWR_WEIGHT, awr_weights, effective_sample_share
 from tools import evaluate
 
 FLAGS = flags.FlagValues()
@@ -93,7 +93,7 @@ def _read(agent, observations, actions):
     return v, q
 
 
-def values_and_advantages(agent, data) -> tuple[np.ndarray, np.ndarray]:
+def values_and_q(agent, data) -> tuple[np.ndarray, np.ndarray]:
     """(V(s), min_i Q_target_i(s, a)) on every row of `data`, in chunks."""
     vs, qs = [], []
     for start in range(0, data.size, CHUNK):
@@ -117,7 +117,7 @@ def group_stats(mask: np.ndarray, v, adv, weights) -> dict:
 def report(v, q, beta, returns, known, groups) -> dict:
     """The figures of one member (module docstring); `beta` None skips the weights (IDQL)."""
     adv = q - v
-    weights = None if beta is None else np.minimum(np.exp(np.minimum(beta * adv, 80.0)), MAX_AWR_WEIGHT)
+    weights = None if beta is None else np.asarray(awr_weights(jnp.asarray(adv, jnp.float32), beta), np.float64)
     out = {"rows": int(v.size), "v_median": float(np.median(v)), "q_median": float(np.median(q)),
            "known_return_rows": float(known.mean()),
            "adv_mean": float(adv.mean()), "adv_std": float(adv.std()), "adv_positive": float((adv > 0).mean())}
@@ -127,7 +127,7 @@ def report(v, q, beta, returns, known, groups) -> dict:
                     "return_median": float(np.median(returns[known]))})
     if weights is not None:
         out.update({"weight_mean": float(weights.mean()), "weight_at_cap": float((weights >= MAX_AWR_WEIGHT).mean()),
-                    "weight_ess": float(weights.sum() ** 2 / (weights.size * (weights**2).sum()))})
+                    "weight_ess": float(effective_sample_share(weights))})
     for name, mask in groups.items():
         out[name] = group_stats(mask, v, adv, weights)
     return out
@@ -158,7 +158,7 @@ def main(argv):
     for i, seed in enumerate(members.seeds):
         agent = jax.tree.map(lambda x, i=i: x[i], run.agents)
         beta = float(agent.beta) if hasattr(agent, "beta") else None
-        v, q = values_and_advantages(agent, data)
+        v, q = values_and_q(agent, data)
         row = {"seed": int(seed), **(members.points[i] if members.fields else {}), **report(v, q, beta, returns,
                                                                                             known, groups)}
         rows.append(row)
