@@ -33,8 +33,10 @@ class Evaluator:
         """{column: (num_seeds,) values}: return (mean over the seed's episodes), normalized_score
         (None without reference returns), return_std, and success_rate for envs that report
         success (mazes: episodes end at the goal with return 1, so with references (0, 1) the
-        normalised score is 100 x this rate, as D4RL's AntMaze), and flip_rate for envs that report
-        a turned-over body (D4RL's AntMaze). None on processes but the first."""
+        normalised score is 100 x this rate, as D4RL's AntMaze), flip_rate for envs that report
+        a turned-over body (D4RL's AntMaze), and tasks_completed for Franka Kitchen (tasks done per
+        episode; with references (0, 4) the normalised score is 25 per task, as D4RL's Kitchen).
+        None on processes but the first."""
         tic = time.perf_counter()
         n, episodes = len(self.seeds), self.episodes
         env_seeds = [self.episode_seed(key, step) + j for key in self.keys for j in range(episodes)]
@@ -51,6 +53,8 @@ class Evaluator:
                 columns["success_rate"] = result["successes"].reshape(n, episodes).mean(axis=1)
             if result["flips"] is not None:
                 columns["flip_rate"] = result["flips"].reshape(n, episodes).mean(axis=1)
+            if result["tasks"] is not None:
+                columns["tasks_completed"] = result["tasks"].reshape(n, episodes).mean(axis=1)
         self.seconds += time.perf_counter() - tic
         return columns
 

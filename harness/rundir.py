@@ -63,6 +63,8 @@ def write_config(workdir: str, flag_values, config, source, mesh, extra: Optiona
         "dataset": {"size": source.data.size, "episodes": info.num_episodes, "reward_scale": info.reward_scale,
                     "reward_shift": info.reward_shift, "ref_min_score": source.ref_min,
                     "ref_max_score": source.ref_max, "dropped_timeout_rows": info.dropped_timeout_rows,
+                    # The env the run evaluates in, and how a file of a known format was read.
+                    "eval_env": info.env_id, "reading": info.reading or None,
                     # The policy acts in [-1, 1]; the env's bounds [low, high] map onto it.
                     "actions": {"low": info.action_low, "high": info.action_high,
                                 "rescaled_to_unit_box": info.actions_rescaled, "clipped_rows": info.clipped_action_rows,

@@ -4,6 +4,7 @@ the env named by --env_name or inferred from a D4RL file name.
 """
 
 import dataclasses
+import importlib.metadata
 import os
 from typing import Any, Callable, Optional
 
@@ -28,25 +29,28 @@ def load_data(flag_values, config) -> tuple:
     lines to print about what was assumed or changed, and whether the env was only inferred from
     a D4RL-like file name.
 
-    The env is --env_name, else the dataset's own (Minari), else for a D4RL locomotion file
-    the matching Gymnasium -v4 env. A file's actions are mapped from that env's bounds."""
+    The env is --env_name, else the dataset's own (Minari; Kitchen and Adroit scored as D4RL's),
+    else for a D4RL file the env its name implies (`dataset.d4rl_env`: locomotion -v4, AntMaze
+    D4RL's rebuilt, Adroit AdroitHand*-v1). A file's actions are mapped from that env's bounds."""
     source, env_id, env_kwargs, notes = flag_values.dataset, flag_values.env_name, {}, []
     is_file = dataset_lib.is_file_source(source)
     d4rl = dataset_lib.d4rl_env(source) if is_file else None
     inferred = d4rl is not None and env_id is None  # the env only from a D4RL-like file name
     if inferred:
         env_id, env_kwargs = d4rl
-        notes.append(f"{os.path.basename(source)} is named as a D4RL {env_id.split('-')[0]} file: evaluating in "
-                     f"{env_id}{' ' + str(env_kwargs) if env_kwargs else ''} (D4RL recorded the MuJoCo models that "
-                     "Gymnasium's -v4 envs keep; pass --env_name for another env)")
+        family = dataset_lib.d4rl_family(source)
+        notes.append(f"{os.path.basename(source)} is named as a D4RL {family} file: evaluating in {env_id}"
+                     f"{' ' + str(env_kwargs) if env_kwargs else ''} ({WHY_ENV[family]}; pass --env_name for another env)")
     elif d4rl and env_id.endswith("-v5"):
         notes.append(f"note: {env_id} changed some MuJoCo models after D4RL recorded {os.path.basename(source)}; "
                      f"{d4rl[0]} keeps them")
+    if is_file and env_id and env_id.startswith("FrankaKitchen"):
+        check_kitchen_file(source)
     try:
         bounds = evaluation.action_bounds(env_id, **env_kwargs) if env_id else None
     except Exception as e:  # unknown env id, missing extras
         if not (inferred and config.eval_episodes == 0):
-            raise UserError(f"evaluation env {env_id}: {type(e).__name__}: {e}")
+            raise UserError(env_error(env_id, e)) from e
         # Only inferred from the file's name, and no evaluation asked for: train without it.
         notes.append(f"({env_id} is not usable here: {type(e).__name__}: {e}; no evaluation env)")
         env_id, bounds, inferred = None, None, False
@@ -75,9 +79,57 @@ def load_data(flag_values, config) -> tuple:
     if info.clipped_action_rows:
         notes.append(f"clipped {info.clipped_action_rows} action row(s) into the bounds (at most "
                      f"{info.max_action_violation:.3g} outside)")
-    if info.dropped_timeout_rows:
+    if info.dropped_timeout_rows and not info.reading:
         notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
-    return data, info, make_env, notes, inferred
+    if info.reading:
+        notes.append(info.reading)
+    env_id = env_id or info.env_id
+    notes += [n for n in (evaluation.protocol_note(env_id), reference_note(info)) if n]
+    if dataset_lib.d4rl_family(source) == "antmaze" and is_file and config.reward_transform != "antmaze":
+        notes.append(f"note: config.reward_transform={config.reward_transform!r} on an AntMaze file; the paper's "
+                     "is 'antmaze' (r - 1, configs/iql_antmaze.py)")
+    return data, dataclasses.replace(info, env_id=env_id), make_env, notes, inferred
+
+
+# Why a D4RL file evaluates in the env it is given, by the file's family (its name's first word).
+_LOCOMOTION = "D4RL recorded the MuJoCo models that Gymnasium's -v4 envs keep"
+_ADROIT = "Gymnasium-Robotics' port of D4RL's hand env, with the same observations"
+WHY_ENV = {"hopper": _LOCOMOTION, "halfcheetah": _LOCOMOTION, "walker2d": _LOCOMOTION, "ant": _LOCOMOTION,
+           "antmaze": "D4RL's AntMaze ant, maze and task, rebuilt here in behavior/d4rl_antmaze.py",
+           "pen": _ADROIT, "door": _ADROIT, "hammer": _ADROIT, "relocate": _ADROIT}
+
+
+def check_kitchen_file(source: str) -> None:
+    """A D4RL Kitchen file given FrankaKitchen as its env: refused with what to use instead."""
+    try:
+        dataset_lib.check_not_d4rl_kitchen(source, obs_dim=dataset_lib.file_obs_dim(source))
+    except dataset_lib.DatasetError as e:
+        raise UserError(str(e)) from e
+
+
+def env_error(env_id: Optional[str], error: Exception) -> str:
+    """The project's own message for an env that cannot be built: the env and the package versions."""
+    name = env_id or "of the dataset"
+    return (f"the evaluation env {name} cannot be built: {type(error).__name__}: {error} "
+            f"(gymnasium {versions('gymnasium')}, gymnasium-robotics {evaluation.robotics_version()}, "
+            f"mujoco {versions('mujoco')}). Install what it needs, pass --env_name for another env, or set "
+            "config.eval_episodes=0 to train without evaluation")
+
+
+def versions(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def reference_note(info) -> Optional[str]:
+    """Say so when a Minari dataset's own reference returns were replaced by D4RL's."""
+    recorded = tuple(info.recorded_refs)
+    if recorded == (None, None) or recorded == (info.ref_min_score, info.ref_max_score):
+        return None
+    return (f"normalised score with D4RL's reference returns {info.ref_min_score} / {info.ref_max_score} "
+            f"(the dataset's metadata says {recorded[0]} / {recorded[1]})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,12 +164,21 @@ def load(flag_values, config) -> Source:
                             "or set config.eval_episodes=0")
         try:
             env = make_env()
-            evaluation.check_env(env, data.observations.shape[1], data.actions.shape[1])
-            env.close()
-        except Exception as e:  # unknown env id, missing extras, wrong shapes
+        except Exception as e:  # unknown env id, missing extras, an upstream bug
             if not (env_inferred and config.eval_episodes == 0):
-                raise UserError(f"evaluation env: {type(e).__name__}: {e}") from e
+                raise UserError(env_error(info.env_id, e)) from e
+            env = None
+        try:
+            if env is not None:
+                evaluation.check_env(env, data.observations.shape[1], data.actions.shape[1])
+                env.close()
+        except Exception as e:  # wrong shapes
+            if not (env_inferred and config.eval_episodes == 0):
+                raise UserError(f"evaluation env {info.env_id or ''}: {type(e).__name__}: {e}") from e
             # A file merely named like D4RL data, and no evaluation asked for: train without an env.
             notes.append(f"(the env inferred from the file's name does not fit the data: {e}; no evaluation env)")
+            make_env = None
+        if env is None and make_env is not None:
+            notes.append(f"({info.env_id} cannot be built here; no evaluation env)")
             make_env = None
     return Source(data, info, make_env, ref_min, ref_max, tuple(notes))
