@@ -14,6 +14,7 @@ import re
 from typing import Any, Callable, Optional
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 
@@ -75,8 +76,6 @@ _QVEL_WIDTH = {0: 6, 1: 3}
 
 def _joint_reader(field: str, address: str, widths: dict) -> Callable:
     def read(model, data, name):
-        import mujoco
-
         joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
         if joint < 0:
             raise ValueError(f"joint {name!r} is not part of the model")
@@ -88,8 +87,7 @@ def _joint_reader(field: str, address: str, widths: dict) -> Callable:
 
 def patch_kitchen_joint_reads() -> bool:
     """Apply the workaround above if gymnasium-robotics has the bug; True when it was applied."""
-    import mujoco
-    from gymnasium_robotics.utils import mujoco_utils
+    from gymnasium_robotics.utils import mujoco_utils  # only here: a locomotion run needs no robotics package
 
     hinge = mujoco.mjtJoint.mjJNT_HINGE
     if np.int32(int(hinge)) in (hinge, mujoco.mjtJoint.mjJNT_SLIDE):
