@@ -5,6 +5,8 @@ import math
 import os
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from harness import cli
 
@@ -40,6 +42,10 @@ def init_distributed(enabled: bool) -> None:
         raise cli.UserError("set both JAX_NUM_PROCESSES and JAX_PROCESS_ID, or neither (cluster auto-detection)")
     kwargs = {} if num is None else {"num_processes": int(num), "process_id": int(pid)}
     jax.distributed.initialize(**kwargs)
+    # One collective now, while the processes stand at the same point: on CPUs it sets up the
+    # cross-process (gloo) context, whose setup times out after 30 s if one process reaches its
+    # first collective that much later than another (a slower compile, an evaluation).
+    multihost_utils.process_allgather(np.zeros(1, np.float32))
 
 
 def request_cpu_devices(num_seeds: int) -> None:

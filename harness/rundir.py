@@ -5,6 +5,8 @@ every file."""
 import json
 import math
 import os
+import platform
+import subprocess
 import sys
 from typing import Any, Optional
 
@@ -59,6 +61,9 @@ def write_config(workdir: str, flag_values, config, source, mesh, extra: Optiona
     info = source.info
     outputs.write_json(os.path.join(workdir, "config.json"), {
         "config": config.to_dict(),
+        # The config file (relative to the project when inside it) and the --config.<field> overrides.
+        "config_file": config_file(flag_values),
+        "overrides": {k: getattr(config, k) for k in sorted(flag_values["config"].override_values)},
         "flags": {k: getattr(flag_values, k) for k in RUN_FLAGS} | {"workdir": workdir},
         "dataset": {"size": source.data.size, "episodes": info.num_episodes, "reward_scale": info.reward_scale,
                     "reward_shift": info.reward_shift, "ref_min_score": source.ref_min,
@@ -70,9 +75,48 @@ def write_config(workdir: str, flag_values, config, source, mesh, extra: Optiona
                                 "rescaled_to_unit_box": info.actions_rescaled, "clipped_rows": info.clipped_action_rows,
                                 "max_violation": info.max_action_violation}},
         "devices": [str(d) for d in mesh.devices.flat],
+        "hardware": hardware(),
         "command": " ".join(sys.argv),
+        "commit": commit(),
         **(extra or {}),
     })
+
+
+def config_file(flag_values) -> str:
+    """`--config`'s file[:variant], relative to the project when it lies inside it."""
+    name = flag_values["config"].config_filename
+    path, _, variant = name.partition(":")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isabs(path) and os.path.commonpath([path, root]) == root:
+        path = os.path.relpath(path, root)
+    return path + (f":{variant}" if variant else "")
+
+
+def hardware() -> dict:
+    """What the run ran on: the accelerator kind and count, and the host's CPU and core count."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    device = jax.devices()[0]
+    return {"platform": device.platform, "device_kind": device.device_kind, "devices": jax.device_count(),
+            "cpu": cpu, "cores": os.cpu_count()}
+
+
+def commit() -> Optional[str]:
+    """The project's git commit, with '+changes' when the work tree differs from it; None outside git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def summarize(eval_rows: list[dict]) -> dict:
