@@ -187,6 +187,7 @@ def finish(workdir: str, agents: Any, eval_rows: list[dict], steps: int, wall: f
         best = f" at the best point, {sweep.describe(summary['best_point'])}" if sweep_fields else ""
         print(f"final {summary['metric']}{best}: {summary['last_mean']:.2f} +- {summary['last_std']:.2f} "
               f"(best {summary['best_mean']:.2f}); {wall:.0f} s, {100 * eval_seconds / wall:.1f}% in evaluation")
+        print(f"to keep it in the results ledger: python -m tools.ledger add {workdir}")
     return summary
 
 

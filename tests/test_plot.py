@@ -9,7 +9,7 @@ import pytest
 from conftest import run_main
 
 from harness import cli
-from tools import plot, suite
+from tools import ledger, plot, suite
 
 
 def make_workdir(path, dataset, config, scores):
@@ -112,9 +112,11 @@ def test_suite_runs_a_sweep_per_dataset_with_a_column_per_point(minari_root, tmp
     root = tmp_path / "suite"
     run_main(suite, "--smoke", "--algos=iql", "--datasets=test/hopper/random-v0", "--steps=100", "--eval_episodes=1",
              "--sweep=beta=1,3", f"--root={root}", "--override=--config.hidden_dims=(16,16)",
-             "--override=--config.tensorboard=False")
+             "--override=--config.tensorboard=False", f"--ledger={tmp_path / 'ledger.jsonl'}")
     summary = json.loads((root / "iql" / "hopper-random" / "summary.json").read_text())
     assert [p["hyperparameters"] for p in summary["points"]] == [{"beta": 1.0}, {"beta": 3.0}]
+    rows = ledger.read(str(tmp_path / "ledger.jsonl"))  # the finished run, a row per point
+    assert [r["overrides"]["beta"] for r in rows] == [1.0, 3.0] and all(r["steps"] == 100 for r in rows)
     assert (root / "results.md").read_text().splitlines()[0] == "| dataset | IQL beta=1 | IQL beta=3 |"
 
 

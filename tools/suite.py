@@ -24,6 +24,7 @@ import time
 from absl import flags
 
 from harness import cli, sweep
+from tools import ledger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGOS = {  # name -> (config file, extra overrides)
@@ -49,6 +50,8 @@ flags.DEFINE_integer("eval_interval", 0, "Evaluate every this many steps (0: a t
 flags.DEFINE_integer("eval_episodes", 10, "Episodes per seed at each evaluation.", flag_values=FLAGS)
 flags.DEFINE_string("root", "runs/suite", "Folder holding one work directory per run, curves.png and results.md.",
                     flag_values=FLAGS)
+flags.DEFINE_string("ledger", None, "Append each finished run to this results ledger (default: results/ledger.jsonl, "
+                    "or none with --smoke; '' for none).", flag_values=FLAGS)
 flags.DEFINE_bool("smoke", False, "Use the configs' :smoke variants (tiny networks; for trying the suite out).",
                   flag_values=FLAGS)
 flags.DEFINE_multi_string("sweep", [], "A hyperparameter grid for every run (repeatable, as train_offline's "
@@ -141,6 +144,9 @@ def main(argv):
             raise cli.UserError(f"{algo} on {dataset} failed (exit {proc.returncode}); its output is at the end of "
                                 f"{log_path}; rerun the same command to resume the suite")
         done = finished(path) or {}
+        ledger_path = FLAGS.ledger if FLAGS.ledger is not None else (None if FLAGS.smoke else ledger.LEDGER)
+        if ledger_path:
+            ledger.add([path], ledger_path)
         best = f" at {sweep.describe(done['best_point'])}" if done.get("best_point") else ""
         print(f"{head}: final {done.get('last_mean', float('nan')):.1f} +- {done.get('last_std', float('nan')):.1f}"
               f"{best} in {time.perf_counter() - tic:.0f} s", flush=True)
