@@ -25,7 +25,6 @@ Minari episodes hold T+1 observations and T actions; `next_observations[t]` is
 import dataclasses
 import json
 import os
-import re
 import zipfile
 from typing import Any, Callable, Optional
 
@@ -58,31 +57,6 @@ D4RL_REFERENCE_SCORES = {
     "relocate": (-6.425911, 4233.877797728884),
     "kitchen": (0.0, 4.0),  # the return is the number of the four tasks completed: 25 per task
 }
-
-# The Gymnasium env (and gym.make kwargs) to evaluate D4RL files in, by the name's first word.
-# Locomotion: D4RL recorded on the v2/v3 MuJoCo envs; Gymnasium's -v4 keeps those models, -v5
-# changed some (e.g. Walker2d's foot friction). D4RL's Ant observations include the 84 contact
-# forces. Adroit: Gymnasium-Robotics' AdroitHand*-v1 port D4RL's hand envs with the same
-# observation layout (docs/datasets.md says where their rewards differ).
-D4RL_ENVS = {
-    "hopper": ("Hopper-v4", {}),
-    "halfcheetah": ("HalfCheetah-v4", {}),
-    "walker2d": ("Walker2d-v4", {}),
-    "ant": ("Ant-v4", {"use_contact_forces": True}),
-    "pen": ("AdroitHandPen-v1", {}),
-    "door": ("AdroitHandDoor-v1", {}),
-    "hammer": ("AdroitHandHammer-v1", {}),
-    "relocate": ("AdroitHandRelocate-v1", {}),
-}
-# D4RL's AntMaze files (antmaze-<maze>[-<kind>]-v<k>.hdf5) evaluate in D4RL's AntMaze as rebuilt
-# here (behavior/d4rl_antmaze.py, which registers these ids): the same ant, maze and task.
-D4RL_ANTMAZE_ENVS = {"umaze": "D4RLAntMaze_UMaze-v0", "medium": "D4RLAntMaze_Medium-v0",
-                     "large": "D4RLAntMaze_Large-v0"}
-D4RL_ANTMAZE_NAME = re.compile(r"antmaze-(umaze|medium|large)(?:-(diverse|play))?-v(\d+)")
-# An ant moves well under 1 m in one 0.1 s step: a larger jump of x-y between a row and its
-# next observation is an episode boundary that the file's timeouts miss (D4RL issue #77, v0).
-ANTMAZE_JUMP = 1.0
-
 
 class DatasetError(ValueError):
     """A dataset that cannot be used, with a message naming the problem."""
@@ -132,7 +106,7 @@ class DatasetInfo:
     dropped_timeout_rows: int = 0  # rows dropped as d4rl.qlearning_dataset drops them
     env_id: Optional[str] = None  # the evaluation env's id, when the data name it
     reading: str = ""  # how a file of a known format was read, when it needs saying (D4RL AntMaze)
-    recorded_refs: tuple = (None, None)  # a Minari dataset's own reference returns, when replaced
+    observation_space: Any = None  # a Minari dataset's own (before flattening)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,36 +361,20 @@ def load_minari(dataset_id: str, reward_transform: str, download: bool = True) -
     env_id = recorded_env_id(metadata)
     if "gymnasium_robotics" in str(metadata.get("eval_env_spec") or metadata.get("env_spec")):
         evaluation.register_robotics(env_id)  # a maze, Kitchen or Adroit env: its ids must be known to gym.make
-    ref_min, ref_max = metadata.get("ref_min_score"), metadata.get("ref_max_score")
-    family = benchmark_family(env_id)
-    if family in D4RL_REFERENCE_SCORES:
-        # Evaluated as D4RL's task (evaluation.make_kitchen / make_adroit): D4RL's references.
-        ref_min, ref_max = D4RL_REFERENCE_SCORES[family]
 
     def make_env(**kwargs) -> gym.Env:  # kwargs for gym.make, e.g. render_mode
-        if family == "kitchen":  # the tasks are the data's: the keys of its achieved_goal
-            env = evaluation.make_kitchen(obs_space["achieved_goal"].keys(), **kwargs)
-        elif family is not None:
-            env = evaluation.make_adroit(env_id, **kwargs)
-        else:
-            env = mds.recover_environment(eval_env=True, **kwargs)
+        env = mds.recover_environment(eval_env=True, **kwargs)
         # The dataset's own env: its action bounds are the data's.
         return evaluation.acting_in_unit_box(evaluation.flat_observations(env))
 
-    return dataset, dataclasses.replace(info, ref_min_score=ref_min, ref_max_score=ref_max, make_env=make_env,
-                                        env_id=env_id, recorded_refs=(metadata.get("ref_min_score"),
-                                                                      metadata.get("ref_max_score")))
-
-
-def benchmark_family(env_id: Optional[str]) -> Optional[str]:
-    """'kitchen' for FrankaKitchen, 'pen' / 'door' / 'hammer' / 'relocate' for AdroitHand*: the
-    Minari families evaluated by D4RL's protocol with D4RL's references; None for others."""
-    if env_id is None:
-        return None
-    if env_id.startswith("FrankaKitchen"):
-        return "kitchen"
-    task = evaluation.adroit_task(env_id)
-    return task.lower() if task else None
+    return dataset, dataclasses.replace(
+        info,
+        ref_min_score=metadata.get("ref_min_score"),
+        ref_max_score=metadata.get("ref_max_score"),
+        make_env=make_env,
+        env_id=env_id,
+        observation_space=obs_space,
+    )
 
 
 def recorded_env_id(metadata: dict) -> Optional[str]:
@@ -428,7 +386,7 @@ def recorded_env_id(metadata: dict) -> Optional[str]:
         return None
 
 
-def _read_arrays(path: str) -> dict[str, np.ndarray]:
+def read_arrays(path: str) -> dict[str, np.ndarray]:
     """Top-level arrays of an hdf5 or npz file (no pickle: object arrays are refused)."""
     try:
         if path.endswith(".npz"):
@@ -442,64 +400,6 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
         raise DatasetError(f"cannot read {path}: {type(e).__name__}: {e}") from e
 
 
-def d4rl_family(path: str) -> str:
-    """The D4RL family a file's name starts with: 'hopper-medium-v2.hdf5' -> 'hopper'."""
-    return os.path.basename(path).split("-")[0].split("_")[0].lower()
-
-
-def d4rl_env(path: str) -> Optional[tuple[str, dict]]:
-    """(Gymnasium env id, gym.make kwargs) for a file named after a D4RL env, e.g.
-    'hopper-medium-v2.hdf5' -> ('Hopper-v4', {}), 'antmaze-umaze-diverse-v0.hdf5' ->
-    ('D4RLAntMaze_UMaze-v0', {}); None for other names."""
-    match = D4RL_ANTMAZE_NAME.match(os.path.basename(path).lower())
-    if match:
-        return D4RL_ANTMAZE_ENVS[match.group(1)], {}
-    return D4RL_ENVS.get(d4rl_family(path))
-
-
-def check_not_d4rl_kitchen(path: str, obs_dim: Optional[int] = None) -> None:
-    """D4RL's own Kitchen files cannot be evaluated here: refuse them with what to use instead."""
-    name = os.path.basename(path).lower()
-    if name.startswith(("kitchen", "mini_kitchen")) or obs_dim == 60:
-        raise DatasetError(
-            f"{os.path.basename(path)} is a D4RL Kitchen file: its 60-number observations (robot and object "
-            "positions and a goal vector, d4rl's kitchen_multitask_v0.py) are not what Gymnasium-Robotics' "
-            "FrankaKitchen-v1 observes (59 robot and object positions and velocities plus the tasks' goals), so "
-            "no env here can evaluate a policy trained on them. Use Minari's D4RL/kitchen sets, the same "
-            "demonstrations recorded in FrankaKitchen-v1: --dataset=D4RL/kitchen/complete-v2 (or partial-v2, "
-            "mixed-v2) with --config=configs/iql_kitchen.py"
-        )
-
-
-def file_obs_dim(path: str) -> Optional[int]:
-    """The observation width of a dataset file, or None if it cannot be read."""
-    try:
-        obs = _read_arrays(path).get("observations")
-    except DatasetError:
-        return None
-    return None if obs is None or np.ndim(obs) != 2 else int(np.shape(obs)[1])
-
-
-def antmaze_reading(path: str, dataset: "Dataset", dropped_timeouts: int) -> str:
-    """What a D4RL AntMaze file's rows mean and how they were read (printed, and kept in
-    config.json). Both versions are read as d4rl.qlearning_dataset, which the original trained
-    on: timeout rows dropped, each row's next observation the next row, masks = 1 - terminals,
-    whose 1s are the goal rows (relabel_antmaze_rewards.py writes terminals = rewards)."""
-    match = D4RL_ANTMAZE_NAME.match(os.path.basename(path).lower())
-    version = f"v{match.group(3)}" if match else "of unknown version"
-    obs, next_obs = np.asarray(dataset.observations[:, :2]), np.asarray(dataset.next_observations[:, :2])
-    jumps = int((np.linalg.norm(next_obs - obs, axis=-1) > ANTMAZE_JUMP).sum())
-    goal_rows = int((np.asarray(dataset.masks) == 0).sum())
-    text = (f"D4RL AntMaze file {version}: read as d4rl.qlearning_dataset (the original's): "
-            f"{dropped_timeouts} timeout row(s) dropped, {goal_rows} goal row(s) end bootstrapping (mask 0, "
-            f"terminals = rewards), episodes go on past the goal")
-    if jumps:
-        why = ("v0's timeouts miss episode ends (D4RL issue #77), kept as the original trained on them"
-               if version == "v0" else "an episode end the timeouts miss")
-        text += f"; {jumps} transition(s) jump more than {ANTMAZE_JUMP:g} m in x-y ({why})"
-    return text
-
-
 def load_file(path: str, reward_transform: str,
               action_bounds: tuple[Any, Any] = (-1.0, 1.0)) -> tuple[Dataset, DatasetInfo]:
     """Load a D4RL-format .hdf5/.h5 or .npz file with keys observations, actions, rewards,
@@ -507,8 +407,7 @@ def load_file(path: str, reward_transform: str,
     the env the data was recorded in (a file does not say)."""
     if not os.path.isfile(path):
         raise DatasetError(f"dataset file {path!r} does not exist")
-    check_not_d4rl_kitchen(path)
-    arrays = _read_arrays(path)
+    arrays = read_arrays(path)
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
         raise DatasetError(f"{path}: missing key(s) {missing}; found {sorted(arrays)}")
@@ -520,10 +419,9 @@ def load_file(path: str, reward_transform: str,
         action_bounds=action_bounds,
         name=os.path.basename(path),
     )
-    family = d4rl_family(path)
+    family = os.path.basename(path).split("-")[0].lower()
     ref_min, ref_max = D4RL_REFERENCE_SCORES.get(family, (None, None))
-    reading = antmaze_reading(path, dataset, info.dropped_timeout_rows) if family == "antmaze" else ""
-    return dataset, dataclasses.replace(info, ref_min_score=ref_min, ref_max_score=ref_max, reading=reading)
+    return dataset, dataclasses.replace(info, ref_min_score=ref_min, ref_max_score=ref_max)
 
 
 def is_file_source(source: str) -> bool:

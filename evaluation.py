@@ -129,11 +129,16 @@ def adroit_task(env_id: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def robotics_version() -> str:
+def package_version(name: str) -> str:
+    """An installed package's version, or 'not installed'."""
     try:
-        return importlib.metadata.version("gymnasium-robotics")
+        return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def robotics_version() -> str:
+    return package_version("gymnasium-robotics")
 
 
 def adroit_reward_flipped(env_id: str) -> bool:

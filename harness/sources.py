@@ -4,7 +4,6 @@ the env named by --env_name or inferred from a D4RL file name.
 """
 
 import dataclasses
-import importlib.metadata
 import os
 from typing import Any, Callable, Optional
 
@@ -15,6 +14,7 @@ import evaluation
 from behavior.d4rl_datasets import ensure_dataset as ensure_d4rl_antmaze
 from behavior.datasets import ensure_local_dataset
 from behavior.mazes import ensure_maze_dataset
+from harness import families
 from harness.cli import UserError
 
 
@@ -30,22 +30,24 @@ def load_data(flag_values, config) -> tuple:
     a D4RL-like file name.
 
     The env is --env_name, else the dataset's own (Minari; Kitchen and Adroit scored as D4RL's),
-    else for a D4RL file the env its name implies (`dataset.d4rl_env`: locomotion -v4, AntMaze
+    else for a D4RL file the env its name implies (`families.d4rl_env`: locomotion -v4, AntMaze
     D4RL's rebuilt, Adroit AdroitHand*-v1). A file's actions are mapped from that env's bounds."""
     source, env_id, env_kwargs, notes = flag_values.dataset, flag_values.env_name, {}, []
     is_file = dataset_lib.is_file_source(source)
-    d4rl = dataset_lib.d4rl_env(source) if is_file else None
+    d4rl = families.d4rl_env(source) if is_file else None
     inferred = d4rl is not None and env_id is None  # the env only from a D4RL-like file name
     if inferred:
         env_id, env_kwargs = d4rl
-        family = dataset_lib.d4rl_family(source)
+        family = families.d4rl_family(source)
         notes.append(f"{os.path.basename(source)} is named as a D4RL {family} file: evaluating in {env_id}"
-                     f"{' ' + str(env_kwargs) if env_kwargs else ''} ({WHY_ENV[family]}; pass --env_name for another env)")
+                     f"{' ' + str(env_kwargs) if env_kwargs else ''} ({families.WHY_ENV[family]}; "
+                     "pass --env_name for another env)")
     elif d4rl and env_id.endswith("-v5"):
         notes.append(f"note: {env_id} changed some MuJoCo models after D4RL recorded {os.path.basename(source)}; "
                      f"{d4rl[0]} keeps them")
-    if is_file and env_id and env_id.startswith("FrankaKitchen"):
-        check_kitchen_file(source)
+    if is_file:  # D4RL's Kitchen files: refused by name, or by their width when FrankaKitchen is named
+        families.check_not_d4rl_kitchen(source, families.file_obs_dim(source)
+                                        if env_id and env_id.startswith("FrankaKitchen") else None)
     try:
         bounds = evaluation.action_bounds(env_id, **env_kwargs) if env_id else None
     except Exception as e:  # unknown env id, missing extras
@@ -69,6 +71,11 @@ def load_data(flag_values, config) -> tuple:
     make_env = info.make_env
     if env_id:
         make_env = lambda **kwargs: evaluation.make_env(env_id, **env_kwargs, **kwargs)  # noqa: E731
+    protocol = None if env_id else families.minari_protocol(info)
+    if protocol:  # a Minari Kitchen or Adroit set: D4RL's evaluation and references
+        make_env, ref_min, ref_max, ref_note = protocol
+        info = dataclasses.replace(info, ref_min_score=ref_min, ref_max_score=ref_max)
+        notes += [ref_note] if ref_note else []
     if config.get("eval_max_episode_steps"):
         limit, env_maker = int(config.eval_max_episode_steps), make_env
         make_env = lambda **kwargs: env_maker(max_episode_steps=limit, **kwargs)  # noqa: E731
@@ -79,57 +86,25 @@ def load_data(flag_values, config) -> tuple:
     if info.clipped_action_rows:
         notes.append(f"clipped {info.clipped_action_rows} action row(s) into the bounds (at most "
                      f"{info.max_action_violation:.3g} outside)")
-    if info.dropped_timeout_rows and not info.reading:
-        notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
-    if info.reading:
+    if is_file and families.d4rl_family(source) == "antmaze":
+        info = dataclasses.replace(info, reading=families.antmaze_reading(source, data, info.dropped_timeout_rows))
         notes.append(info.reading)
+    elif info.dropped_timeout_rows:
+        notes.append(f"dropped {info.dropped_timeout_rows} timeout row(s), as d4rl.qlearning_dataset does")
     env_id = env_id or info.env_id
-    notes += [n for n in (evaluation.protocol_note(env_id), reference_note(info)) if n]
-    if dataset_lib.d4rl_family(source) == "antmaze" and is_file and config.reward_transform != "antmaze":
+    notes += [n for n in [evaluation.protocol_note(env_id)] if n]
+    if is_file and families.d4rl_family(source) == "antmaze" and config.reward_transform != "antmaze":
         notes.append(f"note: config.reward_transform={config.reward_transform!r} on an AntMaze file; the paper's "
                      "is 'antmaze' (r - 1, configs/iql_antmaze.py)")
     return data, dataclasses.replace(info, env_id=env_id), make_env, notes, inferred
 
 
-# Why a D4RL file evaluates in the env it is given, by the file's family (its name's first word).
-_LOCOMOTION = "D4RL recorded the MuJoCo models that Gymnasium's -v4 envs keep"
-_ADROIT = "Gymnasium-Robotics' port of D4RL's hand env, with the same observations"
-WHY_ENV = {"hopper": _LOCOMOTION, "halfcheetah": _LOCOMOTION, "walker2d": _LOCOMOTION, "ant": _LOCOMOTION,
-           "antmaze": "D4RL's AntMaze ant, maze and task, rebuilt here in behavior/d4rl_antmaze.py",
-           "pen": _ADROIT, "door": _ADROIT, "hammer": _ADROIT, "relocate": _ADROIT}
-
-
-def check_kitchen_file(source: str) -> None:
-    """A D4RL Kitchen file given FrankaKitchen as its env: refused with what to use instead."""
-    try:
-        dataset_lib.check_not_d4rl_kitchen(source, obs_dim=dataset_lib.file_obs_dim(source))
-    except dataset_lib.DatasetError as e:
-        raise UserError(str(e)) from e
-
-
 def env_error(env_id: Optional[str], error: Exception) -> str:
     """The project's own message for an env that cannot be built: the env and the package versions."""
-    name = env_id or "of the dataset"
-    return (f"the evaluation env {name} cannot be built: {type(error).__name__}: {error} "
-            f"(gymnasium {versions('gymnasium')}, gymnasium-robotics {evaluation.robotics_version()}, "
-            f"mujoco {versions('mujoco')}). Install what it needs, pass --env_name for another env, or set "
-            "config.eval_episodes=0 to train without evaluation")
-
-
-def versions(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def reference_note(info) -> Optional[str]:
-    """Say so when a Minari dataset's own reference returns were replaced by D4RL's."""
-    recorded = tuple(info.recorded_refs)
-    if recorded == (None, None) or recorded == (info.ref_min_score, info.ref_max_score):
-        return None
-    return (f"normalised score with D4RL's reference returns {info.ref_min_score} / {info.ref_max_score} "
-            f"(the dataset's metadata says {recorded[0]} / {recorded[1]})")
+    name, versions = env_id or "of the dataset", ", ".join(
+        f"{p} {evaluation.package_version(p)}" for p in ("gymnasium", "gymnasium-robotics", "mujoco"))
+    return (f"the evaluation env {name} cannot be built: {type(error).__name__}: {error} ({versions}). Install "
+            "what it needs, pass --env_name for another env, or set config.eval_episodes=0 to train without evaluation")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,16 +45,18 @@ flags.DEFINE_string("json", None, "Also write the records to this JSON file.", f
 flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {', '.join(PARTS)}.", flag_values=FLAGS)
 
 
-def timed(fn, per_call: int, best: bool = False) -> tuple[float, float]:
+def timed(fn, per_call: int, best: bool = False, windows: int | None = None,
+          seconds: float | None = None) -> tuple[float, float]:
     """(compile seconds, median rate over the windows; with `best` the fastest window, for a
-    ceiling), `fn` doing `per_call` units per call."""
+    ceiling), `fn` doing `per_call` units per call; windows of `seconds` (default: --quick's)."""
     def seconds_of(calls: int) -> float:
         start = time.perf_counter()
         for _ in range(calls):
             fn()
         return time.perf_counter() - start
 
-    windows, seconds = (3, 2.0) if FLAGS.quick else (5, 5.0)
+    if windows is None:
+        windows, seconds = (3, 2.0) if FLAGS.quick else (5, 5.0)
     compile_s, _ = seconds_of(1), seconds_of(1)  # the first call compiles; one more warms up
     calls = max(1, int(seconds / max(seconds_of(1), 1e-6)))
     rates = [calls * per_call / seconds_of(calls) for _ in range(windows)]

@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from configs import idql_mujoco, iql_mujoco
 from harness import cli, multiseed, outputs, rundir, sources
 from idql import IDQLLearner
 from learner import IQLLearner
-from tools import ledger
+from tools import bench, ledger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = ("hopper/medium-replay", "walker2d/medium-expert", "halfcheetah/medium", "hopper/medium", "walker2d/medium",
@@ -119,25 +118,6 @@ def build_datasets(plan: Plan) -> dict:
     return {"built": built, "workers": min(len(missing), os.cpu_count() or 1), "wall_s": time.perf_counter() - tic}
 
 
-def timed(call, plan: Plan) -> dict:
-    """Compile seconds (the first call), then the median calls/s over three windows."""
-    tic = time.perf_counter()
-    call()
-    compile_s = time.perf_counter() - tic
-    tic, calls = time.perf_counter(), 0
-    while time.perf_counter() - tic < plan.window / 2:  # warm up and size the windows
-        call()
-        calls += 1
-    per_window = max(1, int(calls * 2))
-    rates = []
-    for _ in range(3):
-        tic = time.perf_counter()
-        for _ in range(per_window):
-            call()
-        rates.append(per_window / (time.perf_counter() - tic))
-    return {"compile_s": compile_s, "calls_per_s": statistics.median(rates)}
-
-
 def speed_of(agent_class, config, members: int, plan: Plan, data) -> dict:
     """One program of `members` vmapped agents: updates/s of the program and of all members."""
     mesh = multiseed.make_mesh(members)
@@ -150,10 +130,8 @@ def speed_of(agent_class, config, members: int, plan: Plan, data) -> dict:
         state[0], info = multiseed.update_n(state[0], shared, plan.k, config.batch_size)
         jax.block_until_ready(info)
 
-    result = timed(call, plan)
-    steps = result["calls_per_s"] * plan.k
-    return {"members": members, "compile_s": result["compile_s"], "steps_per_s": steps,
-            "member_updates_per_s": steps * members}
+    compile_s, steps = bench.timed(call, plan.k, windows=3, seconds=plan.window)
+    return {"members": members, "compile_s": compile_s, "steps_per_s": steps, "member_updates_per_s": steps * members}
 
 
 def measure_speed(plan: Plan) -> dict:
