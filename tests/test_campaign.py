@@ -20,7 +20,8 @@ def test_tiny_campaign_stops_at_its_budget_and_the_same_command_resumes_it(tmp_p
     assert sorted(state["datasets"]["built"]) == ["campaign/hopper/random-v0", "campaign/walker2d/random-v0"]
     assert state["datasets"]["workers"] == min(2, os.cpu_count())
     assert [r["members"] for r in state["speed"]["iql"]] == [1, 2, 4]
-    for row in state["speed"]["iql"] + state["speed"]["idql"] + [state["speed"]["sweep"]]:
+    assert [r["env"] for r in state["speed"]["online"]] == ["Hopper-v5"]  # fine-tuning's loop in the set's env
+    for row in state["speed"]["iql"] + state["speed"]["idql"] + state["speed"]["online"] + [state["speed"]["sweep"]]:
         assert row["steps_per_s"] > 0 and row["compile_s"] > 0
         assert row["member_updates_per_s"] == pytest.approx(row["steps_per_s"] * row["members"])
     assert state["runs"] == {} and state["status"].startswith("stopped at the budget")
@@ -38,4 +39,5 @@ def test_tiny_campaign_stops_at_its_budget_and_the_same_command_resumes_it(tmp_p
         ("campaign/hopper/random-v0", "BC"), ("campaign/hopper/random-v0", "IQL"),
         ("campaign/walker2d/random-v0", "BC"), ("campaign/walker2d/random-v0", "IQL"),
         ("campaign/hopper/random-v0", "IDQL")]
-    assert "| IQL update_n | 4 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| IQL update_n | 4 |" in printed and "| fine-tuning env steps (utd 1) | 1 |" in printed

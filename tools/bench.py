@@ -166,47 +166,60 @@ def child_record(args: list[str], device_count: int) -> dict | None:
     return found[0] if found else None
 
 
+class OnlineSeed:
+    """One seed of train_finetune.py's online phase, ready to step: the agent, its replay buffer
+    seeded with `data` (2M rows), its env on the host."""
+
+    def __init__(self, config, make_env, data):
+        self.config, self.envs = config, online.HostEnvs(make_env, [0])
+        self.mesh, act_dim = multiseed.make_mesh(1, 1), self.envs.envs[0].action_space.shape[0]
+        self.shared = multiseed.replicate(data, self.mesh)
+        self.create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0],  # noqa: E731
+                                                    IQLLearner.fields(config))
+        self.agents = multiseed.create_agents(self.create, [0], self.mesh)
+        buffer = ReplayBuffer.from_dataset(jax.device_get(data), 2_000_000, 1.0, -1.0)
+        self.buffers = multiseed.shard_seeds(multiseed.stack([buffer]), self.mesh)
+        self.stats = multiseed.shard_seeds(online.OnlineStats.create(np.zeros(1), np.full((1, online.RECENT), np.nan)),
+                                           self.mesh)
+        self.keys = multiseed.shard_seeds(jax.random.split(jax.random.key(1), 1), self.mesh)
+        self.update = online.compiled_update(self.mesh, config.utd, config.batch_size, False)
+        self.store_and_act = online.compiled_store_and_act(self.mesh, config.online_temperature)
+        self.step, self.obs = 0, self.envs.first_obs
+        self.actions = multiseed.shard_seeds(jnp.zeros((1, act_dim)), self.mesh)
+
+    def steps(self, k: int) -> None:
+        """k env steps of train_finetune.py's loop (update; env step on the host; store and act)."""
+        for _ in range(k):
+            self.agents, metrics = self.update(self.agents, self.buffers, self.shared)
+            next_obs, *rest = self.envs.step(multiseed.local_rows(self.actions))
+            self.step += 1
+            row = multiseed.from_local_rows((self.obs, *rest, next_obs), self.mesh)
+            self.buffers, self.stats, self.actions = self.store_and_act(
+                self.buffers, self.stats, self.agents, self.keys, row[0], self.actions, *row[1:], self.step)
+            self.obs = next_obs
+        jax.block_until_ready(metrics)
+
+
 def bench_online() -> list[dict]:
     """One seed's env steps/s in both designs, and its offline updates/s, in one process."""
     config = iql_antmaze_finetune.get_config()
-    envs = online.HostEnvs(lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", evaluation=False)), [0])
-    obs_dim, act_dim = envs.first_obs.shape[1], envs.envs[0].action_space.shape[0]
-    data, mesh, k = random_data(1_000_000, obs_dim, act_dim, "antmaze"), multiseed.make_mesh(1, 1), config.steps_per_call
-    create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0], IQLLearner.fields(config))  # noqa: E731
-    agents, shared = multiseed.create_agents(create, [0], mesh), multiseed.replicate(data, mesh)
+    make_env = lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", evaluation=False))  # noqa: E731
+    env = make_env()
+    data = random_data(1_000_000, env.observation_space.shape[0], env.action_space.shape[0], "antmaze")
+    seed, k = OnlineSeed(config, make_env, data), config.steps_per_call
     rows = [record("online", f"offline updates (update_n, K={k})", "updates/s",
-                   bench_update_n(agents, shared, k, config.batch_size))]
-    buffers = multiseed.shard_seeds(multiseed.stack([ReplayBuffer.from_dataset(jax.device_get(data), 2_000_000, 1.0, -1.0)]), mesh)
-    stats = multiseed.shard_seeds(online.OnlineStats.create(np.zeros(1), np.full((1, online.RECENT), np.nan)), mesh)
-    keys = multiseed.shard_seeds(jax.random.split(jax.random.key(1), 1), mesh)
-    update = online.compiled_update(mesh, config.utd, config.batch_size, False)
-    store_and_act = online.compiled_store_and_act(mesh, config.online_temperature)
-    state = {"agents": multiseed.create_agents(create, [0], mesh), "buffers": buffers, "stats": stats, "step": 0,
-             "obs": envs.first_obs, "actions": multiseed.shard_seeds(jnp.zeros((1, act_dim)), mesh)}
-
-    def loop():  # k env steps of train_finetune.online_phase's loop
-        s = state
-        for _ in range(k):
-            s["agents"], metrics = update(s["agents"], s["buffers"], shared)
-            next_obs, *rest = envs.step(multiseed.local_rows(s["actions"]))
-            s["step"] += 1
-            row = multiseed.from_local_rows((s["obs"], *rest, next_obs), mesh)
-            s["buffers"], s["stats"], s["actions"] = store_and_act(s["buffers"], s["stats"], s["agents"], keys, row[0],
-                                                                   s["actions"], *row[1:], s["step"])
-            s["obs"] = next_obs
-        jax.block_until_ready(metrics)
-
-    rows.append(record("online", "the online loop (train_finetune.py)", "env steps/s", timed(loop, k)))
-    chunk = fused_online.compiled_chunk(mesh, envs, obs_dim, config)
-    carry = [state["agents"], state["buffers"], multiseed.shard_seeds(jnp.asarray(envs.first_obs), mesh), state["actions"]]
+                   bench_update_n(multiseed.create_agents(seed.create, [0], seed.mesh), seed.shared, k, config.batch_size))]
+    rows.append(record("online", "the online loop (train_finetune.py)", "env steps/s", timed(lambda: seed.steps(k), k)))
+    chunk = fused_online.compiled_chunk(seed.mesh, seed.envs, seed.obs.shape[1], config)
+    carry = [seed.agents, seed.buffers, multiseed.shard_seeds(jnp.asarray(seed.envs.first_obs), seed.mesh), seed.actions]
 
     def fused():
-        carry[:] = chunk(carry[0], carry[1], keys, carry[2], carry[3], state["step"], state["step"] + k)
-        state["step"] += k
+        carry[:] = chunk(carry[0], carry[1], seed.keys, carry[2], carry[3], seed.step, seed.step + k)
+        seed.step += k
         jax.block_until_ready(carry[3])
 
     rows.append(record("online", f"the fused design ({k} env steps per compiled call)", "env steps/s", timed(fused, k)))
-    envs.close()
+    seed.envs.close()
     for row in rows[1:]:
         row["of_offline"] = row["rate"] / rows[0]["rate"]
     return rows

@@ -9,7 +9,8 @@ each training run resumes from its checkpoint), and the campaign stops cleanly a
 1. datasets: the local sets of the budget phase that are missing, built in parallel, one
    process per set up to the host's cores;
 2. speed (compile time apart from the rate): IQL `update_n` updates/s for 1, 8, 32 and 128
-   vmapped members, IDQL's update, and an 80-member sweep against one member (wall time of a step);
+   vmapped members, IDQL's update, fine-tuning's env steps/s (train_finetune.py's loop, one seed,
+   in the first set's env), and an 80-member sweep against one member (wall time of a step);
 3. budget: IQL and BC in one program (`--sweep=beta=0,<the config's>`) x 5 seeds at 1M steps,
    one dataset after another (hopper medium-replay, walker2d medium-expert, halfcheetah medium,
    then the rest), then IDQL (its authors' settings) on the first set while time remains. Each is
@@ -34,7 +35,7 @@ import jax
 from absl import flags
 
 import dataset as dataset_lib
-from configs import idql_mujoco, iql_mujoco
+from configs import idql_mujoco, iql_mujoco, iql_mujoco_finetune
 from harness import cli, multiseed, outputs, rundir, sources
 from idql import IDQLLearner
 from learner import IQLLearner
@@ -134,17 +135,29 @@ def speed_of(agent_class, config, members: int, plan: Plan, data) -> dict:
     return {"members": members, "compile_s": compile_s, "steps_per_s": steps, "member_updates_per_s": steps * members}
 
 
+def online_speed(plan: Plan, data, env_id: str) -> dict:
+    """Fine-tuning's env steps/s for one seed (train_finetune.py's loop, utd 1, in the set's env)."""
+    config = iql_mujoco_finetune.get_config()
+    config.hidden_dims = plan.hidden
+    seed = bench.OnlineSeed(config, lambda: gym.make(env_id), data)
+    k = plan.k
+    compile_s, steps = bench.timed(lambda: seed.steps(k), k, windows=3, seconds=plan.window)
+    seed.envs.close()
+    return {"members": 1, "env": env_id, "compile_s": compile_s, "steps_per_s": steps, "member_updates_per_s": steps}
+
+
 def measure_speed(plan: Plan) -> dict:
-    data, _ = dataset_lib.load_dataset(plan.datasets[0], "locomotion", download=False)
+    data, info = dataset_lib.load_dataset(plan.datasets[0], "locomotion", download=False)
     iql = iql_mujoco.get_config()
     iql.hidden_dims = plan.hidden
     rows = {"iql": [speed_of(IQLLearner, iql, m, plan, data) for m in plan.members]}
     idql = idql_mujoco.get_config("smoke" if plan.tiny else "")
     rows["idql"] = [speed_of(IDQLLearner, idql, 1, plan, data)]
+    rows["online"] = [online_speed(plan, data, info.env_id)]
     sweep = speed_of(IQLLearner, iql, plan.sweep_members, plan, data)
     one = rows["iql"][0]
     rows["sweep"] = dict(sweep, wall_vs_one=one["steps_per_s"] / sweep["steps_per_s"])
-    for row in rows["iql"] + rows["idql"] + [rows["sweep"]]:
+    for row in rows["iql"] + rows["idql"] + rows["online"] + [rows["sweep"]]:
         print(f"  {row['members']:>4} member(s): {row['steps_per_s']:,.0f} steps/s, "
               f"{row['member_updates_per_s']:,.0f} member updates/s, compile {row['compile_s']:.1f} s", flush=True)
     return rows
@@ -220,7 +233,9 @@ def print_table(state: dict) -> None:
     print(f"\n{hw['device_kind']} x {hw['devices']} ({hw['cpu']}, {hw['cores']} cores); {state['status']}")
     print("| what | members | steps/s | member updates/s | compile s |\n|---|---|---|---|---|")
     speed = state["speed"]
-    for part, rows in (("IQL update_n", speed["iql"]), ("IDQL update_n", speed["idql"]), ("sweep", [speed["sweep"]])):
+    parts = (("IQL update_n", speed["iql"]), ("IDQL update_n", speed["idql"]),
+             ("fine-tuning env steps (utd 1)", speed.get("online", [])), ("sweep", [speed["sweep"]]))
+    for part, rows in parts:
         for r in rows:
             print(f"| {part} | {r['members']} | {r['steps_per_s']:,.0f} | {r['member_updates_per_s']:,.0f} | "
                   f"{r['compile_s']:.1f} |")
