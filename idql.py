@@ -289,13 +289,10 @@ class IDQLLearner(struct.PyTreeNode):
         """One fused step: value -> critic -> target, then the actor's denoising step -> EMA."""
         return self._update(batch)
 
-    def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IDQLLearner", dict]:
-        return scan_updates(self, data, num_steps, batch_size)
-
     @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
     def update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IDQLLearner", dict]:
         """`num_steps` updates under `lax.scan` on batches sampled on the device (as IQL's)."""
-        return self._update_n(data, num_steps, batch_size)
+        return scan_updates(self, data, num_steps, batch_size)
 
     @jax.jit
     def sample_candidates(self, observations: jax.Array, key: jax.Array, temperature=1.0) -> jax.Array:

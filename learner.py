@@ -286,10 +286,6 @@ class IQLLearner(struct.PyTreeNode):
     discount: jax.Array
     target_tau: jax.Array
 
-    # L_pi, a class attribute (not a pytree field) so that a control experiment can swap it
-    # (tools/ablate_awr.py).
-    actor_loss = staticmethod(awr_actor_loss)
-
     @staticmethod
     def fields(config: Mapping) -> dict:
         """The fields of `config` (e.g. a run's whole config) that `create` reads."""
@@ -366,7 +362,7 @@ class IQLLearner(struct.PyTreeNode):
 
         # 2. Actor: advantage from the target critic and the *new* value.
         advantages = target_q - value.apply_fn({"params": value.params}, batch.observations)
-        grads, actor_info = jax.grad(self.actor_loss, has_aux=True)(
+        grads, actor_info = jax.grad(awr_actor_loss, has_aux=True)(
             self.actor.params, self.actor, batch, advantages, self.beta, dropout_key
         )
         actor = self.actor.apply_gradients(grads=grads)
@@ -401,10 +397,6 @@ class IQLLearner(struct.PyTreeNode):
         """
         return self._update(batch)
 
-    def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IQLLearner", dict]:
-        """The body of `update_n`, unjitted, for callers that add their own jit/vmap."""
-        return scan_updates(self, data, num_steps, batch_size)
-
     @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
     def update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["IQLLearner", dict]:
         """`num_steps` updates under `lax.scan`, each on a batch sampled on the device.
@@ -415,7 +407,7 @@ class IQLLearner(struct.PyTreeNode):
         not recompile. The agent is donated: do not use `self` afterwards. Returns the new
         agent and the metrics averaged over the `num_steps` steps.
         """
-        return self._update_n(data, num_steps, batch_size)
+        return scan_updates(self, data, num_steps, batch_size)
 
     @jax.jit
     def sample_actions(

@@ -67,10 +67,6 @@ class ReplayBuffer(struct.PyTreeNode):
 
         Compiled once per chunk length n; the buffer is donated, so the write is in place.
         """
-        return self._insert(observations, actions, rewards, terminated, truncated, next_observations)
-
-    def _insert(self, observations, actions, rewards, terminated, truncated, next_observations) -> "ReplayBuffer":
-        """The body of `insert`, unjitted, for callers that add their own jit/vmap."""
         n = rewards.shape[0]
         rows = (self.cursor + jnp.arange(n)) % self.capacity
         terminated = jnp.asarray(terminated, jnp.float32)

@@ -7,7 +7,6 @@
     python -m behavior.collect --env=antmaze --datasets=umaze,medium-play          # the shipped goal-reaching Ant
     python -m behavior.collect --env=d4rl-antmaze --datasets=umaze,medium-play     # D4RL's task (d4rl_datasets.py)
     python -m behavior.collect --env=d4rl-antmaze --evaluate_controller=100        # its controller's success
-    python -m behavior.collect --env=d4rl-antmaze --datasets=umaze-diverse --without_flips  # less the flipped episodes
     python -m behavior.collect --env=behavior.goal_ant:GoalReachingAnt-v0 --behavior=runs/behavior/goal_ant \
         --export=behavior/policies/goal_ant --export_step=460000                  # how that Ant was shipped
 
@@ -37,8 +36,6 @@ flags.DEFINE_integer("evaluate_controller", 0, "d4rl-antmaze only: instead of co
                      "data's action noise, and print success and flip rates.", flag_values=FLAGS)
 flags.DEFINE_integer("behavior_step", None, "d4rl-antmaze only: the controller snapshot (default: the best).",
                      flag_values=FLAGS)
-flags.DEFINE_bool("without_flips", False, "d4rl-antmaze only: also copy each set to local/d4rl-antmaze-noflip/ less the "
-                  "episodes in which the ant turns over (d4rl_datasets.without_flips).", flag_values=FLAGS)
 flags.DEFINE_string("export", None, "Instead of collecting, copy the snapshots collect needs to this folder.", flag_values=FLAGS)
 flags.DEFINE_integer("export_step", None, "With --export: copy only this snapshot.", flag_values=FLAGS)
 
@@ -60,8 +57,6 @@ def d4rl_antmaze() -> None:
         raise cli.UserError(f"--env=d4rl-antmaze: name the --datasets, from {d4rl_datasets.KINDS}")
     ids = [d4rl_datasets.make_dataset(kind, FLAGS.steps, FLAGS.seed, FLAGS.num_envs, FLAGS.behavior, FLAGS.overwrite,
                                       step=FLAGS.behavior_step) for kind in kinds]
-    if FLAGS.without_flips:
-        ids = [d4rl_datasets.without_flips(ds_id, FLAGS.overwrite) for ds_id in ids]
     print("datasets: " + ", ".join(ids))
 
 

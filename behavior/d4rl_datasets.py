@@ -42,7 +42,6 @@ from behavior import d4rl_antmaze as antmaze
 from behavior.datasets import SHIPPED, Behavior, make_policy, make_room
 
 NAMESPACE = "local/d4rl-antmaze"
-NOFLIP_NAMESPACE = "local/d4rl-antmaze-noflip"  # without_flips: a set less the episodes whose ant turns over
 KINDS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse")
 ACTION_NOISE = 0.2  # generate_ant_maze_datasets.py:129-131, the --noisy sets
 EPISODE_STEPS = 1000  # generate_ant_maze_datasets.py --max_episode_steps
@@ -209,57 +208,13 @@ def make_dataset(kind: str, steps: int = 1_000_000, seed: int = 0, num_envs: int
     return ds_id
 
 
-def without_flips(ds_id: str, overwrite: bool = False) -> str:
-    """Copy the local set `ds_id` to `local/d4rl-antmaze-noflip/<name>` less every episode in
-    which the ant turns over (`d4rl_antmaze.upside_down` on any observation): the data of the same
-    controller had it never flipped, to measure what the flips cost. Everything else (rows,
-    rewards, terminals, the data and evaluation envs) is copied as it is."""
-    import minari  # heavy: imported when a dataset is made
-
-    if ds_id not in minari.list_local_datasets():
-        raise DatasetError(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; build it first "
-                           "(python -m behavior.collect --env=d4rl-antmaze --datasets=<kind>)")
-    src = minari.load_dataset(ds_id)
-    out_id = f"{NOFLIP_NAMESPACE}/{ds_id.rpartition('/')[2]}"
-    if not make_room(out_id, overwrite):
-        return out_id
-    kept, dropped_rows = [], 0
-    for ep in src.iterate_episodes():
-        if antmaze.upside_down(ep.observations).any():
-            dropped_rows += len(ep.actions)
-            continue
-        kept.append(minari.data_collector.EpisodeBuffer(
-            id=len(kept), observations=ep.observations, actions=ep.actions, rewards=ep.rewards,
-            terminations=ep.terminations, truncations=ep.truncations, infos=ep.infos))
-    if not kept:
-        raise DatasetError(f"{ds_id}: the ant turns over in every episode; nothing is left to copy")
-    meta = src.storage.metadata
-    rows = sum(len(b.actions) for b in kept)
-    description = (f"{ds_id} less the {src.total_episodes - len(kept)} episodes ({dropped_rows} rows) in which the ant "
-                   f"turns over: {rows} steps, {len(kept)} episodes, {sum(bool(b.rewards.any()) for b in kept)} "
-                   "passing the evaluation goal (behavior/d4rl_datasets.py without_flips)")
-    minari.create_dataset_from_buffers(
-        dataset_id=out_id, buffer=kept, env=gym.envs.registration.EnvSpec.from_json(meta["env_spec"]),
-        eval_env=gym.envs.registration.EnvSpec.from_json(meta["eval_env_spec"]),
-        algorithm_name=meta["algorithm_name"], author=meta["author"], author_email=meta["author_email"],
-        code_permalink=meta["code_permalink"], action_space=src.action_space,
-        observation_space=src.observation_space, ref_min_score=meta["ref_min_score"],
-        ref_max_score=meta["ref_max_score"], description=description)
-    print(f"{out_id}: {description}")
-    return out_id
-
-
 def ensure_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
     """Build `local/d4rl-antmaze/<kind>-v<version>` if it is missing. True when it built one; False
-    for any other namespace or a set already there; an error for a version the builder does not make,
-    and for a missing `local/d4rl-antmaze-noflip` copy (made by `without_flips`, not on first use)."""
+    for any other namespace or a set already there; an error for a version the builder does not make."""
     import minari  # heavy: imported when a dataset is made
 
     prefix, _, name = ds_id.rpartition("/")
     kind, _, _ = name.rpartition("-v")
-    if prefix == NOFLIP_NAMESPACE and ds_id not in minari.list_local_datasets():
-        raise DatasetError(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}: make it with "
-                           f"python -m behavior.collect --env=d4rl-antmaze --datasets={kind} --without_flips")
     if prefix != NAMESPACE or ds_id in minari.list_local_datasets():
         return False
     parse_kind(kind)

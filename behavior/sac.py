@@ -159,15 +159,11 @@ class SACLearner(struct.PyTreeNode):
         """One fused step: critic -> actor -> temperature -> Polyak target."""
         return self._update(batch)
 
-    def _update_n(self, data: Any, num_steps: int, batch_size: int) -> tuple["SACLearner", dict]:
-        return scan_updates(self, data, num_steps, batch_size)
-
     @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnums=0)
     def update_n(self, data, num_steps: int, batch_size: int) -> tuple["SACLearner", dict]:
         """`num_steps` updates under `lax.scan` on batches sampled on the device from `data`
         (a `replay_buffer.ReplayBuffer` or `dataset.Dataset`); metrics averaged over the steps."""
-
-        return self._update_n(data, num_steps, batch_size)
+        return scan_updates(self, data, num_steps, batch_size)
 
     @jax.jit
     def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:

@@ -132,23 +132,9 @@ class MetricsWriter:
         self.rows[kind] = [{k: _cell(v) for k, v in r.items()} for r in kept]
 
     @staticmethod
-    def _widen(path: str, row: dict) -> list[str]:
-        """The columns of the CSV at `path`, after adding those of `row` it lacks (a run resumed by
-        a version that logs more, e.g. flip_rate): the file is rewritten whole, earlier rows left
-        empty in the new columns."""
+    def _header(path: str) -> list[str]:
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            fieldnames = list(reader.fieldnames or row)
-            added = [k for k in row if k not in fieldnames]
-            if not added:
-                return fieldnames
-            rows = list(reader)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=fieldnames + added, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-        _atomic_write(path, buffer.getvalue().encode())
-        return fieldnames + added
+            return next(csv.reader(f), [])
 
     def _tb_writer(self, name: str):
         if name not in self._tb:
@@ -179,9 +165,7 @@ class MetricsWriter:
         if kind not in self._writers:
             path = os.path.join(self.workdir, f"{kind}.csv")
             continuing = self._append and os.path.exists(path)
-            fieldnames = list(row)
-            if continuing:
-                fieldnames = self._widen(path, row)
+            fieldnames = self._header(path) if continuing else list(row)
             f = open(path, "a" if continuing else "w", newline="")
             self._files[kind] = f
             self._writers[kind] = csv.DictWriter(f, fieldnames=fieldnames)

@@ -41,9 +41,7 @@ def open_workdir(flag_values, config, prefix: str = "") -> tuple[str, bool]:
         with open(os.path.join(workdir, "config.json")) as f:
             saved = json.load(f)
         changed = [f"config.{k}" for k in config_changes(saved["config"], config)]
-        # A flag missing from an older config.json had its default there.
-        changed += sorted(f"--{k}" for k in RUN_FLAGS
-                          if saved["flags"].get(k, flag_values[k].default) != getattr(flag_values, k))
+        changed += sorted(f"--{k}" for k in RUN_FLAGS if saved["flags"].get(k) != getattr(flag_values, k))
         if changed and not flag_values.allow_config_change:
             raise cli.UserError(f"{workdir} holds checkpoints of a run with different {', '.join(changed)}; rerun "
                                 "with the same settings to resume it, pass --allow_config_change to resume with the "

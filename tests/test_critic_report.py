@@ -1,4 +1,4 @@
-"""tools/critic_report.py: returns, flip windows and the per-row reading of a run's critic."""
+"""tools/critic_report.py: returns and the per-row reading of a run's critic."""
 
 import json
 
@@ -24,24 +24,16 @@ def test_discounted_returns_restart_at_episode_ends_and_stop_at_terminals():
                                   [True, True, True, False, True, False])
 
 
-def test_steps_to_flip_stay_inside_an_episode():
-    flipped = np.array([0, 0, 1, 1, 0, 0, 0, 1], bool)
-    dones = np.array([0, 0, 0, 0, 1, 0, 0, 1])
-    np.testing.assert_array_equal(critic_report.steps_to_flip(flipped, dones), [2, 1, 0, 0, np.inf, 2, 1, 0])
-
-
-def test_report_weights_and_groups_by_hand():
+def test_report_weights_by_hand():
     v = np.array([0.0, 0.0, 0.0, 0.0])
     q = np.array([-1.0, 0.0, 0.3, 1.0])  # A = q; beta 10: weights e^-10, 1, e^3, 100 (capped)
-    groups = {"first_two": np.array([True, True, False, False])}
     out = critic_report.report(v, q, 10.0, returns=np.array([0.0, -1.0, 0.0, 0.0]),
-                               known=np.array([True, True, False, False]), groups=groups)
+                               known=np.array([True, True, False, False]))
     w = np.array([np.exp(-10), 1.0, np.exp(3), 100.0])
     assert out["weight_at_cap"] == 0.25 and out["adv_positive"] == 0.5
     assert out["weight_ess"] == pytest.approx(w.sum() ** 2 / (4 * (w**2).sum()))
     assert out["v_minus_return_median"] == pytest.approx(0.5) and out["v_above_return"] == 0.5
-    assert out["first_two"]["weight_share"] == pytest.approx(w[:2].sum() / w.sum())
-    assert out["first_two"]["adv_mean"] == pytest.approx(-0.5)
+    assert out["weight_mean"] == pytest.approx(w.mean()) and out["adv_mean"] == pytest.approx(0.075)
 
 
 def test_the_report_reads_the_runs_own_networks(minari_root, tmp_path):
@@ -64,5 +56,5 @@ def test_the_report_reads_the_runs_own_networks(minari_root, tmp_path):
         assert member["adv_std"] == pytest.approx(float(np.std(np.asarray(q) - np.asarray(v))), rel=1e-4)
         assert 0 < member["weight_ess"] <= 1
     assert result["members"][0]["v_median"] != result["members"][1]["v_median"]
-    with pytest.raises(cli.UserError, match="--return_tolerance and --flip_window must be > 0"):
-        run_main(critic_report, f"--workdir={workdir}", "--flip_window=0")
+    with pytest.raises(cli.UserError, match="--return_tolerance must be > 0"):
+        run_main(critic_report, f"--workdir={workdir}", "--return_tolerance=0")

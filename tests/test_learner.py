@@ -160,12 +160,12 @@ def test_unknown_hyperparameter_is_an_error_naming_the_nearest():
     assert IQLLearner.fields(config) == {"expectile": 0.8, "beta": 1.0}
 
 
-def train_bandit(config, expectile, beta, steps=3000, agent_class=IQLLearner):
+def train_bandit(config, expectile, beta, steps=3000):
     data, _ = dataset_lib.from_arrays(**bandit_arrays())
     config.expectile, config.beta = expectile, beta
     config.actor_lr = config.critic_lr = config.value_lr = 1e-3
     config.cosine_decay = False
-    agent = agent_class.create(jax.random.key(0), data.observations[0], data.actions[0], IQLLearner.fields(config))
+    agent = IQLLearner.create(jax.random.key(0), data.observations[0], data.actions[0], IQLLearner.fields(config))
     agent, _ = agent.update_n(data, steps, 64)
     obs = data.observations[:1]
     mean = float(agent.sample_actions(obs, jax.random.key(0), 0.0)[0, 0])
@@ -185,19 +185,6 @@ def test_iql_learns_the_rare_better_action_and_beta_zero_is_behavior_cloning(tin
     _, _, bc_mean, _ = train_bandit(tiny_config.copy_and_resolve_references(), 0.9, 0.0)
     behavior_mean = float(data.actions.mean())  # about -0.4
     assert abs(bc_mean - behavior_mean) < 0.1, (bc_mean, behavior_mean)
-
-
-def test_shuffled_awr_weights_keep_the_value_but_lose_the_better_action(tiny_config):
-    # tools/ablate_awr.py's control: the same weights in a random order within each batch.
-    from tools.ablate_awr import ShuffledAWRLearner
-
-    agent, data, mean, v = train_bandit(tiny_config.copy_and_resolve_references(), 0.9, 10.0,
-                                        agent_class=ShuffledAWRLearner)
-    assert isinstance(agent, ShuffledAWRLearner)
-    assert abs(v - 0.5) < 0.1, v  # value and critic are IQL's
-    # ~10% of each batch still carries weight 100, but a random 10%: the actor clones the data.
-    behavior_mean = float(data.actions.mean())
-    assert abs(mean - behavior_mean) < 0.15, (mean, behavior_mean)
 
 
 def test_a_batch_of_the_wrong_shape_is_refused_at_trace_time(setup):

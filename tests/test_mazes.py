@@ -1,5 +1,5 @@
 """AntMaze and PointMaze: datasets built by behavior/mazes.py, flattened dict observations,
-D4RL's rewards and terminals, success counting, smoke runs and the fused online step."""
+D4RL's rewards and terminals, success counting and smoke runs."""
 
 import json
 import os

@@ -1,5 +1,5 @@
 """Speed benchmark, as one table (and JSON with --json): IQL's updates/s, fine-tuning's env
-steps/s in both online designs, IDQL's update and acting, and a sweep grid, each against its ceiling.
+steps/s, IDQL's update and acting, and a sweep grid, each against its ceiling.
 
     python -m tools.bench --quick --json=bench.json    # a few minutes on a laptop CPU
     python -m tools.bench --parts=online               # one part, longer timing windows
@@ -8,8 +8,8 @@ Each configuration is compiled first (compile time reported apart), then timed o
 windows; the table gives the median (docs/speed.md has the figures and what each row times).
   iql     obs 11, act 3, batch 256, (256, 256) nets: host-sampled single updates (the peers'
           design), `update_n`, seeds vmapped, seeds sharded one device per core; vs a matmul chain.
-  online  AntMaze umaze fine-tuning (2M-row buffer): train_finetune.py's loop against the fused
-          design it replaced (tools/fused_online.py), both as a share of the same agent's offline updates/s.
+  online  AntMaze umaze fine-tuning (2M-row buffer): train_finetune.py's loop, as a share of the
+          same agent's offline updates/s.
   idql    configs/idql_mujoco.py: the update and acting for 10 envs, against the matmuls they cost.
   sweep   an 8-point beta grid as one program against 8 one-agent processes over the same window.
 """
@@ -34,7 +34,6 @@ from harness import cli, devices, multiseed, online
 from idql import IDQLLearner
 from learner import IQLLearner
 from replay_buffer import ReplayBuffer
-from tools import fused_online
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("iql", "online", "idql", "sweep")
@@ -201,7 +200,7 @@ class OnlineSeed:
 
 
 def bench_online() -> list[dict]:
-    """One seed's env steps/s in both designs, and its offline updates/s, in one process."""
+    """One seed's env steps/s and its offline updates/s, in one process."""
     config = iql_antmaze_finetune.get_config()
     make_env = lambda: evaluation.flat_observations(mazes.make_env("antmaze", "umaze", evaluation=False))  # noqa: E731
     env = make_env()
@@ -210,15 +209,6 @@ def bench_online() -> list[dict]:
     rows = [record("online", f"offline updates (update_n, K={k})", "updates/s",
                    bench_update_n(multiseed.create_agents(seed.create, [0], seed.mesh), seed.shared, k, config.batch_size))]
     rows.append(record("online", "the online loop (train_finetune.py)", "env steps/s", timed(lambda: seed.steps(k), k)))
-    chunk = fused_online.compiled_chunk(seed.mesh, seed.envs, seed.obs.shape[1], config)
-    carry = [seed.agents, seed.buffers, multiseed.shard_seeds(jnp.asarray(seed.envs.first_obs), seed.mesh), seed.actions]
-
-    def fused():
-        carry[:] = chunk(carry[0], carry[1], seed.keys, carry[2], carry[3], seed.step, seed.step + k)
-        seed.step += k
-        jax.block_until_ready(carry[3])
-
-    rows.append(record("online", f"the fused design ({k} env steps per compiled call)", "env steps/s", timed(fused, k)))
     seed.envs.close()
     for row in rows[1:]:
         row["of_offline"] = row["rate"] / rows[0]["rate"]
@@ -270,9 +260,6 @@ def report(rows: list[dict]) -> None:
         of = f"{100 * r['of_ceiling']:.0f}%" if "of_ceiling" in r else "-"
         print(f"| {r['part']} | {r['what']} | {r['rate']:.1f} {r['unit']} | {of} | "
               + (f"{100 * r['of_offline']:.0f}%" if "of_offline" in r else "-") + f" | {r['compile_s']:.1f} |")
-    plain, fused = (next((r["rate"] for r in rows if r["what"].startswith(w)), None) for w in ("the online", "the fused"))
-    if plain and fused:
-        print(f"\nonline design: the loop runs at {plain / fused:.2f}x the fused design's env steps/s")
 
 
 def main(argv):

@@ -15,12 +15,7 @@ advantage A = Q - V, and AWR's weight min(exp(beta A), 100) (learner.awr_actor_l
   is built to have;
 - **advantages**: mean, spread, share above 0;
 - **weights**: mean, share at the cap, Kish's effective sample size over all rows
-  ((sum w)^2 / (n sum w^2); train.csv's `awr_weight_ess` is the same per batch);
-- **groups** on datasets of D4RL's ant (observations that begin with qpos, `local/d4rl-antmaze*`):
-  upright rows, upside-down rows, and upright rows within `--flip_window` steps of the ant
-  turning over: each group's share of the rows and of the weight, median V, mean A, share A > 0.
-
-docs/mazes.md ("Expectile 0.7") reads these for expectiles 0.9 and 0.7.
+  ((sum w)^2 / (n sum w^2); train.csv's `awr_weight_ess` is the same per batch).
 """
 
 import math
@@ -30,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from behavior.goal_ant import upside_down
 from harness import cli, outputs, sweep
 from learner import MAX_AWR_WEIGHT, awr_weights, effective_sample_share
 from tools import evaluate
@@ -40,8 +34,6 @@ flags.DEFINE_string("workdir", None, "Work directory of a train_offline.py / tra
 flags.DEFINE_integer("step", None, "Read the checkpoint of this step (default: the final agents).", flag_values=FLAGS)
 flags.DEFINE_float("return_tolerance", 1.0, "Compare V with G only where G is known to within this.",
                    flag_values=FLAGS)
-flags.DEFINE_integer("flip_window", 20, "Upright rows this many steps or fewer before the ant turns over are "
-                     "the 'before a flip' group.", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "Also write the report to this JSON file.", flag_values=FLAGS)
 
 CHUNK = 65536  # rows per network call
@@ -72,20 +64,6 @@ def known_returns(tail: np.ndarray, rewards, discount: float, tolerance: float) 
         return np.power(discount, tail) * bound <= tolerance
 
 
-def steps_to_flip(flipped: np.ndarray, dones) -> np.ndarray:
-    """For each row, the steps until the next upside-down row of its episode (0 on one; inf if
-    none follows)."""
-    flipped, dones = np.asarray(flipped, bool).tolist(), np.asarray(dones).tolist()
-    n = len(flipped)
-    out = [math.inf] * n
-    for t in range(n - 1, -1, -1):
-        if flipped[t]:
-            out[t] = 0.0
-        elif t < n - 1 and not dones[t]:
-            out[t] = out[t + 1] + 1.0
-    return np.array(out)
-
-
 @jax.jit
 def _read(agent, observations, actions):
     v = agent.value.apply_fn({"params": agent.value.params}, observations)
@@ -104,17 +82,7 @@ def values_and_q(agent, data) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(vs), np.concatenate(qs)
 
 
-def group_stats(mask: np.ndarray, v, adv, weights) -> dict:
-    if not mask.any():
-        return {"row_share": 0.0}
-    stats = {"row_share": float(mask.mean()), "v_median": float(np.median(v[mask])),
-             "adv_mean": float(adv[mask].mean()), "adv_positive": float((adv[mask] > 0).mean())}
-    if weights is not None:
-        stats["weight_share"] = float(weights[mask].sum() / weights.sum())
-    return stats
-
-
-def report(v, q, beta, returns, known, groups) -> dict:
+def report(v, q, beta, returns, known) -> dict:
     """The figures of one member (module docstring); `beta` None skips the weights (IDQL)."""
     adv = q - v
     weights = None if beta is None else np.asarray(awr_weights(jnp.asarray(adv, jnp.float32), beta), np.float64)
@@ -128,30 +96,19 @@ def report(v, q, beta, returns, known, groups) -> dict:
     if weights is not None:
         out.update({"weight_mean": float(weights.mean()), "weight_at_cap": float((weights >= MAX_AWR_WEIGHT).mean()),
                     "weight_ess": float(effective_sample_share(weights))})
-    for name, mask in groups.items():
-        out[name] = group_stats(mask, v, adv, weights)
     return out
-
-
-def ant_groups(observations, dones, window: int) -> dict:
-    """Upright, upside-down and before-a-flip rows of D4RL-ant observations (qpos first)."""
-    flipped = upside_down(np.asarray(observations))
-    ahead = steps_to_flip(flipped, dones)
-    return {"upright": ~flipped, "upside_down": flipped, "before_flip": ~flipped & (ahead <= window)}
 
 
 def main(argv):
     cli.check_no_arguments(argv)
     if not FLAGS.workdir:
         raise cli.UserError("--workdir is required")
-    if FLAGS.return_tolerance <= 0 or FLAGS.flip_window <= 0:
-        raise cli.UserError("--return_tolerance and --flip_window must be > 0")
+    if FLAGS.return_tolerance <= 0:
+        raise cli.UserError("--return_tolerance must be > 0")
     run = evaluate.load_run(FLAGS.workdir, FLAGS.step)
     config, data, members = run.config, run.source.data, run.members
     returns, tail = discounted_returns(data.rewards, data.masks, data.dones, float(config.discount))
     known = known_returns(tail, data.rewards, float(config.discount), FLAGS.return_tolerance)
-    groups = (ant_groups(data.observations, data.dones, FLAGS.flip_window)
-              if "d4rl-antmaze" in run.flags["dataset"] else {})
     print(f"{FLAGS.workdir}: {'final agents' if FLAGS.step is None else f'checkpoint of step {run.step}'}, "
           f"{data.size} rows, G known to within {FLAGS.return_tolerance:g} on {known.mean():.1%}")
     rows = []
@@ -159,14 +116,11 @@ def main(argv):
         agent = jax.tree.map(lambda x, i=i: x[i], run.agents)
         beta = float(agent.beta) if hasattr(agent, "beta") else None
         v, q = values_and_q(agent, data)
-        row = {"seed": int(seed), **(members.points[i] if members.fields else {}), **report(v, q, beta, returns,
-                                                                                            known, groups)}
+        row = {"seed": int(seed), **(members.points[i] if members.fields else {}), **report(v, q, beta, returns, known)}
         rows.append(row)
         point = sweep.describe(members.points[i]) + ", " if members.fields else ""
         print(f"{point}seed {seed}: " + ", ".join(f"{k} {x:.4g}" for k, x in row.items()
                                                  if isinstance(x, float)))
-        for name in groups:
-            print(f"  {name}: " + ", ".join(f"{k} {x:.4g}" for k, x in row[name].items()))
     if FLAGS.out:
         outputs.write_json(FLAGS.out, {"workdir": FLAGS.workdir, "step": run.step, "members": rows})
         print(f"wrote {FLAGS.out}")
