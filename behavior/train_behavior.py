@@ -63,9 +63,6 @@ def train(env_id: str, config, workdir: str, seed: int) -> list[dict]:
     # Checkpoints (the same Checkpointer as the training scripts): the agent, the buffer's valid
     # rows and the loop counters; the snapshot list is snapshots.json up to the checkpoint.
     checkpointer = outputs.Checkpointer(workdir, keep=2)
-    if os.path.exists(os.path.join(workdir, "checkpoint", "state.json")) and not checkpointer.steps():
-        raise cli.UserError(f"{workdir} holds a checkpoint/ folder in the format before checkpoints/ (this version "
-                            "cannot resume it); move the folder away, or finish it with the earlier version")
     if checkpointer.steps():
         with open(os.path.join(workdir, "behavior.json")) as f:
             meta = json.load(f)

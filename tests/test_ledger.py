@@ -52,6 +52,10 @@ def test_the_table_keeps_shipped_configs_and_pools_bc_and_iql_in_one_line(sweep_
     assert lines[0].startswith("| dataset | config | steps | seeds | BC | IQL |") and len(lines) == 3
     bc, iql = (r["last"] for r in rows)
     assert f"| {bc['mean']:.1f} ± {bc['std']:.1f} | {iql['mean']:.1f} ± {iql['std']:.1f} |" in lines[2]
+    longer = [dict(r, steps=1000, last={"mean": 50.0 + i, "std": 0.0}) for i, r in enumerate(rows)]
+    lines = ledger.table(rows + longer).splitlines()  # the largest budget stands for the dataset x config
+    assert len(lines) == 3 and "| 1,000 | 2 | 50.0 ± 0.0 | 51.0 ± 0.0 |" in lines[2]
+    assert len(ledger.table(rows + longer, every_budget=True).splitlines()) == 4
     rows[1]["overrides"]["expectile"] = 0.8  # a changed hyperparameter: ledger only
     assert "| IQL |" not in ledger.table(rows).splitlines()[0]
 

@@ -4,14 +4,16 @@ machine ran it, and the README's results table generated from it.
     python -m tools.ledger add runs/hopper-mr                      # a finished run's rows, to results/ledger.jsonl
     python -m tools.ledger add 'runs/suite/*/*' --ledger=my.jsonl  # several (glob patterns), elsewhere
     python -m tools.ledger table                                   # the table, printed
+    python -m tools.ledger table --every_budget                    # ... a line per budget, not only the largest
     python -m tools.ledger table --write=README.md                 # ... written between the README's markers
 
 A row: dataset, algorithm (IQL / BC / IDQL, as tools.plot labels them), config file and the
 fields it overrides (command line and sweep point), seeds, steps, the last and best normalised
 score (mean, std and per seed), evaluation episodes, hardware, wall time, command, commit, and
 the work directory. Adding a run again replaces its rows. The table has one row per dataset x
-shipped config x budget x seed count x hardware; runs that change anything but the loop's
-fields (budget, evaluation cadence, checkpoints) or BC's beta = 0 stay in the ledger only.
+shipped config, at its largest budget (`--every_budget`: every budget, seed count and hardware);
+runs that change anything but the loop's fields (budget, evaluation cadence, checkpoints) or
+BC's beta = 0 stay in the ledger only.
 """
 
 import functools
@@ -53,6 +55,8 @@ PAPER_FINETUNED = {"antmaze/umaze": (86.7, 96.0), "antmaze/umaze-diverse": (75.0
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("ledger", LEDGER, "The ledger file (JSON lines).", flag_values=FLAGS)
 flags.DEFINE_string("write", None, "table: replace the table between the markers in this file.", flag_values=FLAGS)
+flags.DEFINE_bool("every_budget", False, "table: a line per budget, seed count and hardware, not only the largest.",
+                  flag_values=FLAGS)
 
 
 def read_json(path: str) -> dict:
@@ -175,13 +179,21 @@ def score(rows: list[dict]) -> str:
     return f"{values.mean():.1f}" if len(values) == 1 else f"{values.mean():.1f} ± {values.std():.1f}"
 
 
-def table(rows: list[dict]) -> str:
-    """The Markdown results table (deterministic: rows sorted, columns fixed)."""
+def table(rows: list[dict], every_budget: bool = False) -> str:
+    """The Markdown results table (deterministic: rows sorted, columns fixed): one line per dataset
+    x shipped config at its largest budget (steps, then seeds; every budget with `every_budget`)."""
     groups: dict[tuple, dict[str, list]] = {}
     for r in filter(in_table, rows):
         key = (r["dataset"], os.path.basename(r["config"]), int(r["steps"]), len(r["seeds"]) or 1,
                hardware_name(r.get("hardware")))
         groups.setdefault(key, {}).setdefault(r["algorithm"], []).append(r)
+    if not every_budget:
+        largest: dict[tuple, tuple] = {}
+        for key in groups:
+            if key[:2] not in largest or (key[2], key[3], len(groups[key])) > largest[key[:2]][2:4] + (
+                    len(groups[largest[key[:2]]]),):
+                largest[key[:2]] = key
+        groups = {key: groups[key] for key in largest.values()}
     used = [c for c in COLUMNS if any(c in g for g in groups.values())]
     lines = ["| dataset | config | steps | seeds | " + " | ".join(used) + " | paper | hardware |",
              "|---" * (len(used) + 6) + "|"]
@@ -225,7 +237,7 @@ def main(argv):
             print(f"{FLAGS.ledger}: {row['algorithm']} on {row['dataset']}, {row['steps']} steps, seeds {row['seeds']}: "
                   f"{row['last']['mean']:.1f}")
         return
-    text = table(read(FLAGS.ledger))
+    text = table(read(FLAGS.ledger), FLAGS.every_budget)
     if FLAGS.write:
         write_table(text, FLAGS.write)
         print(f"wrote the table ({text.count(chr(10)) - 2} rows) into {FLAGS.write}")
