@@ -16,11 +16,9 @@ gradient steps, then one per env step (the x-axis of both phases; eval.csv and t
 carry `phase` and `env_steps` columns).
 """
 
-import dataclasses
 import json
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +26,9 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from dataset import DatasetError
 import train_offline
-from harness import algorithms, cli, devices, evaluate, multiseed, online, outputs, rundir, sources, stops, sweep
+from dataset import DatasetError
+from harness import algorithms, cli, multiseed, online, outputs, rundir, setup, stops
 from replay_buffer import ReplayBuffer
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
@@ -67,14 +65,24 @@ def check_config(config) -> None:
         raise cli.UserError("config.start_training and config.online_temperature must be >= 0")
 
 
+def checkpoint(agents, step: int, eval_seconds: float, online_state=None, offline_steps: int = 0,
+               env_step: int = 0) -> dict:
+    """The checkpoint's layout, the same to save and to restore into: the agents; in the online
+    phase also every seed's OnlineState (replay buffer, episode statistics) and the counters."""
+    state = {"agents": agents, "step": step, "online": int(online_state is not None), "eval_seconds": eval_seconds}
+    if online_state is not None:
+        state.update(offline_steps=offline_steps, env_step=env_step, online_state=online_state)
+    return state
+
+
 def checkpoint_template(agents, in_online: bool, num_seeds: int, obs_dim: int, action_dim: int) -> dict:
-    """The checkpoint's structure: the offline phase saves the agents; the online phase also the
-    replay buffers and the online counters (array shapes come from the file)."""
-    template = {"agents": agents, "step": 0, "online": int(in_online), "eval_seconds": 0.0}
-    if in_online:
-        template.update(offline_steps=0, env_step=0, buffers=multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * num_seeds),
-                        episode_count=np.zeros(num_seeds, np.int32), recent_returns=np.zeros((num_seeds, online.RECENT)))
-    return template
+    """`checkpoint`'s structure for restoring (array shapes come from the file)."""
+    if not in_online:
+        return checkpoint(agents, 0, 0.0)
+    state = online.OnlineState(multiseed.stack([ReplayBuffer.create(1, obs_dim, action_dim)] * num_seeds),
+                               online.OnlineStats.create(np.zeros(num_seeds), np.zeros((num_seeds, online.RECENT))),
+                               np.zeros((num_seeds, action_dim), np.float32))
+    return checkpoint(agents, 0, 0.0, state)
 
 
 # Config fields that shape an agent's networks or optimizer state: an agent saved with other
@@ -97,22 +105,7 @@ def saved_config_differences(agent_path: str, config) -> str:
     return f"; it was trained with {diffs}: pass the same values (e.g. --config.{fields[0]}=...)"
 
 
-@dataclasses.dataclass(frozen=True)
-class Parts:
-    """What both phases use, built once in `main`."""
-
-    config: Any
-    members: Any  # harness.sweep.Members: one per seed x sweep point
-    mesh: Any
-    source: Any  # harness.sources.Source: the data on the host, its env and reference returns
-    data: Any  # the dataset, replicated over the mesh
-    writer: Any  # harness.outputs.MetricsWriter
-    checkpointer: Any  # harness.outputs.Checkpointer
-    evaluator: Any  # harness.evaluate.Evaluator
-    signals: Any  # harness.stops.StopSignals
-
-
-def offline_phase(run: Parts, agents, state: dict | None) -> tuple:
+def offline_phase(run: setup.Run, out: setup.Outputs, agents, data, state: dict | None) -> tuple:
     """Phase 1: pretrain (train_offline.train, or load --init_from, or resume); returns
     (agents, offline steps done)."""
     config = run.config
@@ -131,21 +124,22 @@ def offline_phase(run: Parts, agents, state: dict | None) -> tuple:
         return agents, step
     else:
         step = 0
-    if config.pretrain_steps and not FLAGS.init_from:
-        agents = train_offline.train(
-            agents, run.data, config, run.members, step, config.pretrain_steps, writer=run.writer,
-            checkpointer=run.checkpointer, evaluator=run.evaluator, signals=run.signals, state_extra={"online": 0},
-            log_extra={**OFFLINE_ROW, "online_return": None}, eval_extra=OFFLINE_ROW,
-            eval_interval=config.pretrain_eval_interval)
+    if config.pretrain_steps:
+        pretrain = train_offline.Phase(train_columns={**OFFLINE_ROW, "online_return": None}, eval_columns=OFFLINE_ROW,
+                                       checkpoint={"online": 0}, eval_interval=config.pretrain_eval_interval,
+                                       name="offline")
+        agents = train_offline.train(agents, data, config, run.members, step, config.pretrain_steps, out, pretrain)
         step = config.pretrain_steps
     return agents, step
 
 
-def online_buffers(run: Parts, state: dict | None):
-    """One replay buffer per seed, sharded with the seeds: resumed, or seeded with the whole
-    offline dataset (empty with `mix_offline`, whose batches take half from the dataset)."""
+def online_start(run: setup.Run, state: dict | None) -> online.OnlineState:
+    """Every seed's online state, sharded with the seeds: resumed, or a replay buffer seeded with
+    the whole offline dataset (empty with `mix_offline`, whose batches take half from the
+    dataset) and no episodes yet. Its actions are drawn once the envs have reset."""
+    mesh, n = run.mesh, len(run.members.seeds)
     if state is not None and int(state["online"]):
-        return multiseed.shard_seeds(state["buffers"], run.mesh)
+        return multiseed.shard_seeds(state["online_state"], mesh)
     config, data = run.config, run.source.data
     scale, shift = run.source.info.reward_scale, run.source.info.reward_shift
     if config.mix_offline:
@@ -156,120 +150,94 @@ def online_buffers(run: Parts, state: dict | None):
             single = ReplayBuffer.from_dataset(data, config.buffer_size, scale, shift)
         except DatasetError as e:
             raise cli.UserError(str(e)) from e
-    return multiseed.shard_seeds(multiseed.stack([single] * len(run.members.seeds)), run.mesh)
+    stats = online.OnlineStats.create(np.zeros(n, np.int32), np.full((n, online.RECENT), np.nan))
+    actions = np.zeros((n, data.actions.shape[1]), np.float32)
+    return multiseed.shard_seeds(online.OnlineState(multiseed.stack([single] * n), stats, actions), mesh)
 
 
-def online_phase(run: Parts, agents, buffers, offline_steps: int, state: dict | None):
+def online_phase(run: setup.Run, out: setup.Outputs, agents, data, offline_steps: int, state: dict | None):
     """Phase 2: `online_steps` env steps per seed (harness/online.py has the pieces of one); returns
     (agents, step, episodes per seed). The run's step counts on from the offline phase, one per
     env step, so logs, evaluations and checkpoints in this phase fall every `*_interval` env
     steps and are named by `offline_steps + env_step`."""
     config, seeds, mesh = run.config, run.members.seeds, run.mesh
-    n, hyper = len(seeds), run.members.points if run.members.fields else None
-    if state is not None and int(state["online"]):
-        env_step = int(state["env_step"])
-        stats = online.OnlineStats.create(state["episode_count"], state["recent_returns"])
-    else:
-        env_step = 0
-        stats = online.OnlineStats.create(np.zeros(n, np.int32), np.full((n, online.RECENT), np.nan))
-    stats = multiseed.shard_seeds(stats, mesh)
+    hyper = run.members.points if run.members.fields else None
+    env_step = int(state["env_step"]) if state is not None and int(state["online"]) else 0
+    online_state = online_start(run, state)
     streams = [multiseed.seed_streams(s) for s in seeds]
     act_keys = multiseed.shard_seeds(jnp.stack([st["acting"] for st in streams]), mesh)
     # Episodes start from seeds derived from the env-step count (a resumed run restarts the
     # episodes that a stop interrupted; the env's own state cannot be saved in general).
     env_seeds = [int(jax.random.randint(jax.random.fold_in(streams[i]["env_resets"], env_step), (), 0, 2**30))
-                 for i in multiseed.local_seeds(mesh, n)]
+                 for i in multiseed.local_seeds(mesh, len(seeds))]
     envs = online.HostEnvs(run.source.make_env, env_seeds)  # this process's seeds' envs
-    temperature = config.online_temperature
     update = online.compiled_update(mesh, config.utd, config.online_batch_size or config.batch_size,
                                     config.mix_offline)
-    store_and_act = online.compiled_store_and_act(mesh, temperature)
-    obs = envs.first_obs
+    store_and_act = online.compiled_store_and_act(mesh, config.online_temperature)
     # The action for env step k + 1 is drawn with the seed's acting key folded with k.
-    actions = online.compiled_act(mesh, temperature)(agents, act_keys, multiseed.from_local_rows(obs, mesh), env_step)
+    first = online.compiled_act(mesh, config.online_temperature)(agents, act_keys,
+                                                                  multiseed.from_local_rows(envs.obs, mesh), env_step)
+    online_state = online_state.replace(actions=first)
     metrics, checked_through = None, offline_steps + env_step  # the NaN guard's last checked step
     with tqdm(total=config.online_steps, initial=env_step, unit="env step", desc="online", dynamic_ncols=True,
               disable=jax.process_index() != 0) as bar:
         while env_step < config.online_steps:
             if env_step >= config.start_training:
                 # Dispatched, not awaited: the seeds train while the host steps their envs.
-                agents, metrics = update(agents, buffers, run.data)
-            next_obs, rewards, terminated, truncated, last_obs = envs.step(multiseed.local_rows(actions))
+                agents, metrics = update(agents, online_state.buffers, data)
+            rows = envs.step(multiseed.local_rows(online_state.actions))
             env_step += 1
-            row = multiseed.from_local_rows((obs, rewards, terminated, truncated, last_obs, next_obs), mesh)
-            buffers, stats, actions = store_and_act(buffers, stats, agents, act_keys, row[0], actions, *row[1:],
-                                                    env_step)
-            obs = next_obs
+            online_state = store_and_act(online_state, agents, act_keys, multiseed.from_local_rows(rows, mesh),
+                                         env_step)
             bar.update(1)
             step = offline_steps + env_step
             log = metrics is not None and env_step % config.log_interval == 0
-            evaluate = run.evaluator.due(env_step, config.eval_interval, config.online_steps)
-            save = run.checkpointer.due(env_step, config.checkpoint_interval, config.online_steps) or run.signals.name
-            if not (log or evaluate or save):
+            evaluate_now = out.evaluator.due(env_step, config.eval_interval, config.online_steps)
+            save = out.checkpointer.due(env_step, config.checkpoint_interval, config.online_steps) or out.signals.name
+            if not (log or evaluate_now or save):
                 continue
             if metrics is not None:
-                stops.check_finite(step, checked_through + 1, agents, metrics, run.checkpointer, run.members)
+                stops.check_finite(step, checked_through + 1, agents, metrics, out.checkpointer, run.members)
                 checked_through = step
             extra = {"phase": "online", "env_steps": env_step}
             if log:
-                host = multiseed.fetch({"count": stats.episode_count, "recent": stats.recent})
-                online_return = float(np.mean(np.nanmean(host["recent"], axis=1))) if host["count"].min() > 0 else None
-                run.writer.write_seeds("train", step, seeds, multiseed.fetch(metrics),
+                stats = multiseed.fetch(online_state.stats)
+                online_return = (float(np.mean(np.nanmean(stats.recent, axis=1))) if stats.episode_count.min() > 0
+                                 else None)
+                out.writer.write_seeds("train", step, seeds, multiseed.fetch(metrics),
                                        {**extra, "online_return": online_return}, hyper)
-            if evaluate:
-                columns = run.evaluator.evaluate(agents, step)
-                run.writer.write_seeds("eval", step, seeds, columns, extra, hyper)
-                bar.set_postfix(score=f"{run.evaluator.score(columns):.1f}")
+            if evaluate_now:
+                columns = out.evaluator.evaluate(agents, step)
+                out.writer.write_seeds("eval", step, seeds, columns, extra, hyper)
+                bar.set_postfix(score=f"{out.evaluator.score(columns):.1f}")
             if save:
-                path = rundir.save(run.checkpointer, step, {
-                    "agents": agents, "step": step, "online": 1, "offline_steps": offline_steps, "env_step": env_step,
-                    "buffers": buffers, "episode_count": stats.episode_count, "recent_returns": stats.recent,
-                    "eval_seconds": run.evaluator.seconds})
-                run.signals.stop_if_asked(step, path)
+                path = rundir.save(out.checkpointer, step, checkpoint(agents, step, out.evaluator.seconds, online_state,
+                                                                      offline_steps, env_step))
+                out.signals.stop_if_asked(step, path)
     envs.close()
-    return agents, offline_steps + env_step, multiseed.fetch(stats.episode_count)
+    return agents, offline_steps + env_step, multiseed.fetch(online_state.stats.episode_count)
 
 
 def main(argv):
     cli.check_no_arguments(argv)
-    devices.start_jax(FLAGS.num_seeds, FLAGS.distributed, sweep.num_points(FLAGS.sweep))
-    config, began = FLAGS.config, time.perf_counter()
-    check_config(config)
+    began = time.perf_counter()
     loop_fields = tuple(f for f in algorithms.OFFLINE_FIELDS if f != "max_steps") + FINETUNE_FIELDS
-    algorithm = algorithms.algorithm_for(config, loop_fields)
-    members = algorithms.run_members(algorithm, config, FLAGS.sweep, FLAGS.seed, FLAGS.num_seeds)
-    seeds = members.seeds  # one per member: each grid point has the seeds seed .. seed + num_seeds - 1
-    mesh = multiseed.run_mesh(len(seeds), FLAGS.num_devices)
-    workdir, resuming = rundir.open_workdir(FLAGS, config, prefix="finetune_")
-    source = sources.load(FLAGS, config)
-    if source.make_env is None:
-        raise cli.UserError(f"{FLAGS.dataset} names no env to fine-tune in: pass --env_name")
-    grid = f" x {len(members.grid())} sweep points" if members.fields else ""
-    print(f"{source.describe()}; {FLAGS.num_seeds} seed(s){grid} on {mesh.devices.size} {jax.devices()[0].platform} "
-          f"device(s); writing to {workdir}", *source.notes, sep="\n")
-    if not resuming and jax.process_index() == 0:
-        rundir.write_config(workdir, FLAGS, config, source, mesh)
-
-    agents = algorithms.create_agents(algorithm, config, source.data, members, mesh,
-                                      max_steps=config.pretrain_steps + config.online_steps)
-    checkpointer = outputs.Checkpointer(workdir, config.keep_checkpoints)
-    dims = (len(seeds), source.data.observations.shape[1], source.data.actions.shape[1])
-    state = rundir.restore(checkpointer, lambda raw: checkpoint_template(agents, bool(int(raw["online"])), *dims))
-    evaluator = evaluate.Evaluator(source.make_env, seeds, config.eval_episodes, source.ref_min, source.ref_max,
-                                   config.get("eval_temperature"), 0.0 if state is None else float(state["eval_seconds"]))
-    with outputs.MetricsWriter(workdir, config.tensorboard, resume_step=None if state is None else int(state["step"]),
-                               enabled=jax.process_index() == 0) as writer, stops.StopSignals() as signals:
-        run = Parts(config, members, mesh, source, multiseed.replicate(source.data, mesh), writer, checkpointer,
-                    evaluator, signals)
-        agents, offline_steps = offline_phase(run, agents, state)
-        buffers = online_buffers(run, state)
-        agents, step, episodes = online_phase(run, algorithm.for_online_phase(agents), buffers, offline_steps, state)
-        rundir.finish(workdir, agents, writer.rows.get("eval", []), step, time.perf_counter() - began,
-                      evaluator.seconds, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
-                                          "online_episodes_per_seed": [int(c) for c in episodes]},
+    run = setup.start(FLAGS, loop_fields, check=check_config, prefix="finetune_", needs_env=True)
+    config, members = run.config, run.members
+    agents = run.create_agents()
+    dims = (len(members.seeds), run.source.data.observations.shape[1], run.source.data.actions.shape[1])
+    template = lambda raw: checkpoint_template(agents, bool(int(raw["online"])), *dims)  # noqa: E731
+    with run.outputs(template) as (out, state):
+        data = multiseed.replicate(run.source.data, run.mesh)
+        agents, offline_steps = offline_phase(run, out, agents, data, state)
+        agents, step, episodes = online_phase(run, out, run.algorithm.for_online_phase(agents), data, offline_steps,
+                                              state)
+        rundir.finish(run.workdir, agents, out.writer.rows.get("eval", []), step, time.perf_counter() - began,
+                      out.evaluator.seconds, {"offline_steps": offline_steps, "online_env_steps": config.online_steps,
+                                              "online_episodes_per_seed": [int(c) for c in episodes]},
                       sweep_fields=members.fields)
     if FLAGS.video:  # last: the results are saved whatever rendering does
-        evaluator.video(agents, step, workdir)
+        out.evaluator.video(agents, step, run.workdir)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ with the same --workdir resumes from the newest checkpoint, exactly where it sto
 The algorithm lives in learner.py / idql.py; `train` below is the loop.
 """
 
+import dataclasses
 import os
 import time
 
@@ -24,7 +25,7 @@ import jax
 from absl import flags
 from tqdm import tqdm
 
-from harness import algorithms, cli, devices, evaluate, multiseed, outputs, rundir, sources, stops, sweep
+from harness import algorithms, cli, multiseed, rundir, setup, stops
 
 FLAGS = flags.FlagValues()  # this script's own flags (see harness/cli.py)
 cli.define_run_flags(FLAGS)
@@ -32,72 +33,64 @@ cli.define_config("config", os.path.join(os.path.dirname(os.path.abspath(__file_
                   "Config file, optionally with a variant: configs/iql_mujoco.py:smoke.", FLAGS)
 
 
-def train(agents, data, config, members, start: int, last_step: int, *, writer, checkpointer, evaluator,
-          signals, state_extra=None, log_extra=None, eval_extra=None, eval_interval=None, desc="offline"):
-    """Offline training from step `start` to `last_step`, all members (seeds x sweep points,
-    harness/sweep.py) at once: `steps_per_call`
-    updates per compiled call (`update_n`: a `lax.scan` of sample + fused update), then, between
-    calls, the NaN guard, train.csv rows, an evaluation, a checkpoint, and the stop signal.
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """How a stretch of offline training labels what it writes: extra columns of its train.csv
+    and eval.csv rows, extra entries of its checkpoints, its evaluation interval (None: the
+    config's eval_interval) and its progress bar's name (None: the algorithm and member count)."""
 
-    Checkpoints hold {"agents", "step", "eval_seconds", **state_extra}; `log_extra` / `eval_extra`
-    are extra columns of train.csv / eval.csv rows. Returns the trained agents."""
-    k, eval_interval = config.steps_per_call, eval_interval or config.eval_interval
+    train_columns: dict = dataclasses.field(default_factory=dict)
+    eval_columns: dict = dataclasses.field(default_factory=dict)
+    checkpoint: dict = dataclasses.field(default_factory=dict)
+    eval_interval: int | None = None
+    name: str | None = None
+
+
+def train(agents, data, config, members, start: int, last_step: int, out: setup.Outputs, phase: Phase = Phase()):
+    """Offline training from step `start` to `last_step`, all members (seeds x sweep points,
+    harness/sweep.py) at once: `steps_per_call` updates per compiled call (`update_n`: a
+    `lax.scan` of sample + fused update), then, between calls, the NaN guard, train.csv rows,
+    an evaluation, a checkpoint ({"agents", "step", "eval_seconds"}), and the stop signal.
+    Returns the trained agents."""
+    k, eval_interval = config.steps_per_call, phase.eval_interval or config.eval_interval
     seeds, hyper = members.seeds, members.points if members.fields else None
+    desc = phase.name or (config.algo if len(seeds) == 1 else
+                          f"{config.algo} x{len(seeds)} {'members' if members.fields else 'seeds'}")
     with tqdm(total=last_step, initial=start, unit="step", desc=desc, dynamic_ncols=True,
               disable=jax.process_index() != 0) as bar:
         for step in range(start + k, last_step + 1, k):
             agents, metrics = multiseed.update_n(agents, data, k, config.batch_size)
-            stops.check_finite(step, step - k + 1, agents, metrics, checkpointer, members)
+            stops.check_finite(step, step - k + 1, agents, metrics, out.checkpointer, members)
             bar.update(k)
             if step % config.log_interval == 0:
-                writer.write_seeds("train", step, seeds, multiseed.fetch(metrics), log_extra, hyper)
-            if evaluator.due(step, eval_interval, last_step):
-                columns = evaluator.evaluate(agents, step)
-                writer.write_seeds("eval", step, seeds, columns, eval_extra, hyper)
-                bar.set_postfix(score=f"{evaluator.score(columns):.1f}")
-            if checkpointer.due(step, config.checkpoint_interval, last_step) or signals.name:
-                path = rundir.save(checkpointer, step, {"agents": agents, "step": step,
-                                                        "eval_seconds": evaluator.seconds, **(state_extra or {})})
-                signals.stop_if_asked(step, path)
+                out.writer.write_seeds("train", step, seeds, multiseed.fetch(metrics), phase.train_columns, hyper)
+            if out.evaluator.due(step, eval_interval, last_step):
+                columns = out.evaluator.evaluate(agents, step)
+                out.writer.write_seeds("eval", step, seeds, columns, phase.eval_columns, hyper)
+                bar.set_postfix(score=f"{out.evaluator.score(columns):.1f}")
+            if out.checkpointer.due(step, config.checkpoint_interval, last_step) or out.signals.name:
+                path = rundir.save(out.checkpointer, step, {"agents": agents, "step": step,
+                                                            "eval_seconds": out.evaluator.seconds, **phase.checkpoint})
+                out.signals.stop_if_asked(step, path)
     return agents
 
 
 def main(argv):
     cli.check_no_arguments(argv)
-    devices.start_jax(FLAGS.num_seeds, FLAGS.distributed, sweep.num_points(FLAGS.sweep))
-    config, began = FLAGS.config, time.perf_counter()
-    algorithm = algorithms.algorithm_for(config)
-    algorithms.check_intervals(config)
-    members = algorithms.run_members(algorithm, config, FLAGS.sweep, FLAGS.seed, FLAGS.num_seeds)
-    seeds = members.seeds  # one per member: each grid point has the seeds seed .. seed + num_seeds - 1
-    mesh = multiseed.run_mesh(len(seeds), FLAGS.num_devices)
-    workdir, resuming = rundir.open_workdir(FLAGS, config)
-    source = sources.load(FLAGS, config)
-    grid = f" x {len(members.grid())} sweep points" if members.fields else ""
-    print(f"{source.describe()}; {FLAGS.num_seeds} seed(s){grid} on {mesh.devices.size} {jax.devices()[0].platform} "
-          f"device(s); writing to {workdir}", *source.notes, sep="\n")
-    if not resuming and jax.process_index() == 0:
-        rundir.write_config(workdir, FLAGS, config, source, mesh)
-
-    data = multiseed.replicate(source.data, mesh)
-    agents = algorithms.create_agents(algorithm, config, source.data, members, mesh)
-    checkpointer = outputs.Checkpointer(workdir, config.keep_checkpoints)
-    state = rundir.restore(checkpointer, {"agents": agents, "step": 0, "eval_seconds": 0.0})
-    start = 0 if state is None else int(state["step"])
-    if state is not None:
-        agents = multiseed.shard_seeds(state["agents"], mesh)
-    evaluator = evaluate.Evaluator(source.make_env, seeds, config.eval_episodes, source.ref_min, source.ref_max,
-                                   config.get("eval_temperature"), 0.0 if state is None else float(state["eval_seconds"]))
-
-    with outputs.MetricsWriter(workdir, config.tensorboard, resume_step=start if state is not None else None,
-                               enabled=jax.process_index() == 0) as writer, stops.StopSignals() as signals:
-        desc = config.algo if len(seeds) == 1 else f"{config.algo} x{len(seeds)} {'members' if grid else 'seeds'}"
-        agents = train(agents, data, config, members, start, config.max_steps, writer=writer, checkpointer=checkpointer,
-                       evaluator=evaluator, signals=signals, desc=desc)
-        rundir.finish(workdir, agents, writer.rows.get("eval", []), config.max_steps, time.perf_counter() - began,
-                      evaluator.seconds, sweep_fields=members.fields)
+    began = time.perf_counter()
+    run = setup.start(FLAGS, check=algorithms.check_intervals)
+    config, members = run.config, run.members
+    agents = run.create_agents()
+    with run.outputs({"agents": agents, "step": 0, "eval_seconds": 0.0}) as (out, state):
+        start = 0
+        if state is not None:
+            agents, start = multiseed.shard_seeds(state["agents"], run.mesh), int(state["step"])
+        data = multiseed.replicate(run.source.data, run.mesh)
+        agents = train(agents, data, config, members, start, config.max_steps, out)
+        rundir.finish(run.workdir, agents, out.writer.rows.get("eval", []), config.max_steps,
+                      time.perf_counter() - began, out.evaluator.seconds, sweep_fields=members.fields)
     if FLAGS.video:  # last: the results are saved whatever rendering does
-        evaluator.video(agents, config.max_steps, workdir)
+        out.evaluator.video(agents, config.max_steps, run.workdir)
 
 
 if __name__ == "__main__":

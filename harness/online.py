@@ -1,12 +1,12 @@
 """The pieces of fine-tuning's online phase (train_finetune.py runs the loop): the seeds' envs on
-the host (`HostEnvs`), their episode statistics on the device (`OnlineStats`), and the two
-compiled calls of an env step, `update` and `store_and_act`.
+the host (`HostEnvs`), their state on the device (`OnlineState`: replay buffers, episode
+statistics, next actions), and the two compiled calls of an env step, `update` and `store_and_act`.
 
 One env step, for every seed at once, as the original IQL code and rlpd run it:
 
-    agents, metrics = update(agents, buffers, offline)        # utd updates; dispatched, not awaited
-    rows = envs.step(host(actions))                            # the host steps the envs meanwhile
-    buffers, stats, actions = store_and_act(buffers, stats, agents, ..., rows)
+    agents, metrics = update(agents, state.buffers, offline)   # utd updates; dispatched, not awaited
+    rows = envs.step(host(state.actions))                      # the host steps the envs meanwhile
+    state = store_and_act(state, agents, act_keys, rows, env_step)
 
 JAX returns from `update` before the device has finished it, so the envs step while the
 seeds train. `store_and_act` donates the buffers and writes the new row in place: the buffers
@@ -15,7 +15,7 @@ needs to copy them (tests/test_finetune.py checks the compiled aliasing).
 """
 
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import flax.struct as struct
 import jax
@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from harness import multiseed
-from replay_buffer import MixedData
+from replay_buffer import MixedData, ReplayBuffer
 
 RECENT = 10  # online returns averaged in train.csv's online_return
 
@@ -50,6 +50,26 @@ class OnlineStats(struct.PyTreeNode):
         ended = ended > 0
         return OnlineStats(episode_return=jnp.where(ended, 0.0, total), episode_count=self.episode_count + ended,
                            recent=jnp.where(ended, shifted, self.recent))
+
+
+class OnlineState(struct.PyTreeNode):
+    """Every seed's online state on the device (a leading seed axis): its replay buffer, its
+    episode statistics and the action it takes next. A checkpoint saves it whole."""
+
+    buffers: ReplayBuffer
+    stats: OnlineStats
+    actions: jax.Array
+
+
+class StepRows(NamedTuple):
+    """One env step of every seed of this process (`HostEnvs.step`)."""
+
+    obs: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    last_obs: np.ndarray  # the s' to store (the ended episode's last observation at a reset)
+    next_obs: np.ndarray  # the observation to act on next
 
 
 @functools.lru_cache(maxsize=None)
@@ -79,39 +99,42 @@ def compiled_act(mesh: Mesh, temperature: float) -> Callable:
 
 @functools.lru_cache(maxsize=None)
 def compiled_store_and_act(mesh: Mesh, temperature: float) -> Callable:
-    """`store_and_act(buffers, stats, agents, act_keys, obs, actions, rewards, terminated,
-    truncated, last_obs, next_obs, index) -> (buffers, stats, next actions)`: each seed stores
-    its transition (obs, action, reward, terminated, truncated, last_obs) and draws the action
-    for `next_obs` (`act`). Buffers and stats are donated: the write is in place."""
+    """`store_and_act(state, agents, act_keys, rows, index) -> state`: each seed stores its
+    transition (rows.obs, state.actions, reward, terminated, truncated, rows.last_obs), records
+    the reward in its episode statistics, and draws the action for `rows.next_obs` (`act`). The
+    state is donated: the buffer write is in place."""
 
-    def store_and_act(buffer, stats, agent, key, obs, action, reward, terminated, truncated, last_obs, next_obs,
-                      index):
-        buffer = buffer.insert(*(x[None] for x in (obs, action, reward, terminated, truncated, last_obs)))
-        stats = stats.record(reward, jnp.maximum(terminated, truncated))
-        return buffer, stats, act(agent, key, next_obs, index, temperature)
+    def store_and_act(state, agent, key, rows, index):
+        step = (rows.obs, state.actions, rows.rewards, rows.terminated, rows.truncated, rows.last_obs)
+        buffers = state.buffers.insert(*(x[None] for x in step))
+        stats = state.stats.record(rows.rewards, jnp.maximum(rows.terminated, rows.truncated))
+        return OnlineState(buffers, stats, act(agent, key, rows.next_obs, index, temperature))
 
-    return multiseed.per_seed(store_and_act, mesh, num_seeded=11, num_shared=1, donate=(0, 1))
+    return multiseed.per_seed(store_and_act, mesh, num_seeded=4, num_shared=1, donate=(0,))
 
 
 class HostEnvs:
-    """One online env per seed of this process, on the host. An env whose episode ends resets
-    itself at once, as gymnasium's SAME_STEP autoreset: `next_obs` is then the next episode's
-    first observation and `last_obs` the ended episode's final one (the s' to store)."""
+    """One online env per seed of this process, on the host; `obs` holds their current
+    observations. An env whose episode ends resets itself at once, as gymnasium's SAME_STEP
+    autoreset: `next_obs` is then the next episode's first observation and `last_obs` the ended
+    episode's final one (the s' to store)."""
 
     def __init__(self, make_env, reset_seeds: list[int]):
         self.envs = [make_env() for _ in reset_seeds]
-        self.first_obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, reset_seeds)]).astype(np.float32)
+        self.obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, reset_seeds)]).astype(np.float32)
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Step env i with actions[i]: (next_obs, rewards, terminated, truncated, last_obs)."""
+    def step(self, actions: np.ndarray) -> StepRows:
+        """Step env i with actions[i]; the rows of the step, and `obs` moves on to `next_obs`."""
         n = len(self.envs)
-        next_obs, last_obs = np.empty((2, n, self.first_obs.shape[1]), np.float32)
+        next_obs, last_obs = np.empty((2, n, self.obs.shape[1]), np.float32)
         rewards, terminated, truncated = np.zeros((3, n), np.float32)
         for k, (env, action) in enumerate(zip(self.envs, actions)):
             obs, rewards[k], terminated[k], truncated[k], _ = env.step(action)
             last_obs[k] = obs
             next_obs[k] = env.reset()[0] if terminated[k] or truncated[k] else obs
-        return next_obs, rewards, terminated, truncated, last_obs
+        rows = StepRows(self.obs, rewards, terminated, truncated, last_obs, next_obs)
+        self.obs = next_obs
+        return rows
 
     def close(self) -> None:
         for env in self.envs:

@@ -100,10 +100,12 @@ def test_max_steps_in_a_fine_tuning_config_is_an_error(toy, tmp_path):
 def test_host_envs_reset_ended_episodes_and_keep_their_last_obs(toy):
     _, env_id = toy
     envs = online.HostEnvs(lambda: gym.make(env_id), [0, 1])
-    first = envs.first_obs.copy()
+    first = envs.obs.copy()
     push = np.full((2, 1), 0.2, np.float32)  # x moves 0.02 a step: 0.6 over an episode, never clipped
     for t in range(1, toy_env.STEPS + 1):  # both episodes end (time limit) at step STEPS
-        next_obs, rewards, terminated, truncated, last_obs = envs.step(push)
+        acted_on = envs.obs
+        obs, rewards, terminated, truncated, last_obs, next_obs = envs.step(push)
+        assert obs is acted_on and envs.obs is next_obs
         assert next_obs.dtype == np.float32 and next_obs.shape == (2, 1) and rewards.shape == (2,)
         if t < toy_env.STEPS:
             np.testing.assert_array_equal(next_obs, last_obs)
@@ -127,9 +129,10 @@ def test_an_env_step_never_copies_the_replay_buffer(tiny_config):
     buffer_bytes = sum(x.nbytes for x in jax.tree.leaves(buffers.data))
     stats = multiseed.shard_seeds(online.OnlineStats.create(np.zeros(n), np.zeros((n, online.RECENT))), mesh)
     keys = multiseed.shard_seeds(jax.random.split(jax.random.key(0), n), mesh)
-    obs, scalars, actions = np.zeros((n, obs_dim), np.float32), np.zeros(n, np.float32), np.zeros((n, act_dim), np.float32)
-    store = online.compiled_store_and_act(mesh, 1.0).lower(buffers, stats, agents, keys, obs, actions, scalars, scalars,
-                                                           scalars, obs, obs, 1).compile().memory_analysis()
+    state = online.OnlineState(buffers, stats, multiseed.shard_seeds(jnp.zeros((n, act_dim)), mesh))
+    obs, scalars = np.zeros((n, obs_dim), np.float32), np.zeros(n, np.float32)
+    rows = online.StepRows(obs, scalars, scalars, scalars, obs, obs)
+    store = online.compiled_store_and_act(mesh, 1.0).lower(state, agents, keys, rows, 1).compile().memory_analysis()
     assert store.alias_size_in_bytes >= buffer_bytes and store.temp_size_in_bytes < buffer_bytes / 10, store
     update = online.compiled_update(mesh, 2, 16, False).lower(agents, buffers, 0).compile().memory_analysis()
     assert update.temp_size_in_bytes < buffer_bytes / 10 and update.output_size_in_bytes < buffer_bytes / 10, update
@@ -192,7 +195,7 @@ def test_env_with_bounds_of_3_trains_evaluates_and_fine_tunes(tmp_path, monkeypa
     # The buffer holds the dataset's scaled actions, then the policy's own, all in [-1, 1].
     newest = outputs.Checkpointer(str(workdir)).steps()[0]
     state = outputs.load_pytree(outputs.Checkpointer(str(workdir)).path(newest), lambda raw: raw)
-    stored = np.asarray(state["buffers"]["data"]["actions"])[0, : data.size + 60, 0]
+    stored = np.asarray(state["online_state"]["buffers"]["data"]["actions"])[0, : data.size + 60, 0]
     np.testing.assert_allclose(stored[: data.size], actions)
     assert np.abs(stored[data.size:]).max() <= 1.0 and np.abs(stored[data.size:]).max() > 0
 

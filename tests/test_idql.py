@@ -11,7 +11,8 @@ import dataset as dataset_lib
 import idql
 import networks
 from configs import idql_mujoco, iql_mujoco
-from harness import evaluate, multiseed
+from harness import multiseed
+from harness.evaluator import Evaluator
 from idql import IDQLLearner
 from learner import IQLLearner
 
@@ -203,7 +204,7 @@ def test_evaluation_draws_new_candidates_at_every_env_step_and_evaluation():
     mesh = multiseed.make_mesh(2, 1)
     create = lambda key: IDQLLearner.create(key, data.observations[0], data.actions[0], IDQLLearner.fields(config))  # noqa: E731
     agents = multiseed.create_agents(create, [0, 1], mesh)
-    evaluator = evaluate.Evaluator(None, [0, 1], 3, None, None, temperature=config.eval_temperature)
+    evaluator = Evaluator(None, [0, 1], 3, None, None, temperature=config.eval_temperature)
     obs = np.ones((2 * 3, 2), np.float32)  # 2 seeds x 3 episodes, all in the same state
     policy = evaluator.policy(agents, 3, step=1000)
     first, second = policy(obs), policy(obs)

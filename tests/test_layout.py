@@ -17,7 +17,7 @@ BEHAVIOR_LIBRARIES = ("behavior.sac", "behavior.datasets", "behavior.mazes", "be
                       "behavior.d4rl_datasets")
 SCRIPTS = ("train_offline", "train_finetune", "behavior.collect", "behavior.train_behavior", "tools.bench", "tools.bench_child",
            "tools.suite", "tools.plot")
-LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.algorithms", "harness.evaluate", "harness.rundir", "harness.stops",
+LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.algorithms", "harness.evaluator", "harness.rundir", "harness.stops",
              "harness.devices", "harness.multiseed", "harness.online", "harness.outputs", "harness.sources",
              *BEHAVIOR_LIBRARIES)
 

@@ -134,14 +134,14 @@ def test_fine_tuning_resume_restores_buffer_and_env_steps(toy, tmp_path):
         state = flax.serialization.msgpack_restore(f.read())
     assert int(state["online"]) == 1 and int(state["env_step"]) == 60
     offline_rows = 60 * 29  # the toy dataset: 60 episodes of 30 steps, less their timeout rows
-    assert int(np.asarray(state["buffers"]["size"])[0]) == offline_rows + 60
+    assert int(np.asarray(state["online_state"]["buffers"]["size"])[0]) == offline_rows + 60
     # Continue the same run for 60 more env steps: buffer and counters carry on.
     run_main(train_finetune, *toy_args(toy, workdir, *common[1:], "--config.online_steps=120", "--allow_config_change"))
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["online_env_steps"] == 120 and summary["online_episodes_per_seed"] == [4]
     with open(outputs.Checkpointer(str(workdir)).path(outputs.Checkpointer(str(workdir)).steps()[0]), "rb") as f:
         state = flax.serialization.msgpack_restore(f.read())
-    assert int(state["env_step"]) == 120 and int(np.asarray(state["buffers"]["size"])[0]) == offline_rows + 120
+    assert int(state["env_step"]) == 120 and int(np.asarray(state["online_state"]["buffers"]["size"])[0]) == offline_rows + 120
     evals = read_csv(workdir / "eval.csv")
     assert [int(r["env_steps"]) for r in evals if r["phase"] == "online"] == [60, 120]
 

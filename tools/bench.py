@@ -177,25 +177,22 @@ class OnlineSeed:
                                                     IQLLearner.fields(config))
         self.agents = multiseed.create_agents(self.create, [0], self.mesh)
         buffer = ReplayBuffer.from_dataset(jax.device_get(data), 2_000_000, 1.0, -1.0)
-        self.buffers = multiseed.shard_seeds(multiseed.stack([buffer]), self.mesh)
-        self.stats = multiseed.shard_seeds(online.OnlineStats.create(np.zeros(1), np.full((1, online.RECENT), np.nan)),
-                                           self.mesh)
+        stats = online.OnlineStats.create(np.zeros(1), np.full((1, online.RECENT), np.nan))
+        self.state = multiseed.shard_seeds(online.OnlineState(multiseed.stack([buffer]), stats,
+                                                              np.zeros((1, act_dim), np.float32)), self.mesh)
         self.keys = multiseed.shard_seeds(jax.random.split(jax.random.key(1), 1), self.mesh)
         self.update = online.compiled_update(self.mesh, config.utd, config.batch_size, False)
         self.store_and_act = online.compiled_store_and_act(self.mesh, config.online_temperature)
-        self.step, self.obs = 0, self.envs.first_obs
-        self.actions = multiseed.shard_seeds(jnp.zeros((1, act_dim)), self.mesh)
+        self.step = 0
 
     def steps(self, k: int) -> None:
         """k env steps of train_finetune.py's loop (update; env step on the host; store and act)."""
         for _ in range(k):
-            self.agents, metrics = self.update(self.agents, self.buffers, self.shared)
-            next_obs, *rest = self.envs.step(multiseed.local_rows(self.actions))
+            self.agents, metrics = self.update(self.agents, self.state.buffers, self.shared)
+            rows = self.envs.step(multiseed.local_rows(self.state.actions))
             self.step += 1
-            row = multiseed.from_local_rows((self.obs, *rest, next_obs), self.mesh)
-            self.buffers, self.stats, self.actions = self.store_and_act(
-                self.buffers, self.stats, self.agents, self.keys, row[0], self.actions, *row[1:], self.step)
-            self.obs = next_obs
+            self.state = self.store_and_act(self.state, self.agents, self.keys,
+                                            multiseed.from_local_rows(rows, self.mesh), self.step)
         jax.block_until_ready(metrics)
 
 

@@ -5,7 +5,7 @@
 
 The run's config.json gives the dataset, the config and the seeds (and sweep points). The
 episodes are the run's own: a seed's episode seeds and actions at a step come from its
-"evaluation" key stream folded with that step (harness/evaluate.py), so evaluating a
+"evaluation" key stream folded with that step (harness/evaluator.py), so evaluating a
 checkpoint with the run's episode count reproduces its eval.csv row, and a smaller count
 evaluates the first episodes of that row. Columns added to the evaluation after the run was
 trained (e.g. AntMaze's flip_rate) are measured too. Works for train_offline.py and
@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from harness import algorithms, cli, evaluate, multiseed, outputs, sources, sweep
+from harness import algorithms, cli, multiseed, outputs, setup, sweep
+from harness.evaluator import Evaluator
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("workdir", None, "Work directory of a train_offline.py / train_finetune.py run.", flag_values=FLAGS)
@@ -81,26 +82,19 @@ def results_of(columns: dict, members) -> list[dict]:
 
 def load_run(workdir: str, step, episodes=None) -> types.SimpleNamespace:
     """A run's config, members, data source and saved agents (those of checkpoint `step`, or the
-    final ones), rebuilt from its config.json; `episodes` overrides config.eval_episodes."""
-    run = read_run(workdir)
-    config, run_flags = run["config"], run["flags"]
+    final ones), rebuilt from its config.json (harness/setup.py, as the scripts build it);
+    `episodes` overrides config.eval_episodes."""
+    saved = read_run(workdir)
+    config, run_flags = saved["config"], saved["flags"]
     if episodes is not None:
         if episodes <= 0:
             raise cli.UserError(f"--episodes must be > 0, got {episodes}")
         config.eval_episodes = episodes
     if config.algo not in algorithms.ALGORITHMS:
         raise cli.UserError(f"{workdir}'s config.algo={config.algo!r} is not one of {sorted(algorithms.ALGORITHMS)}")
-    algorithm = algorithms.ALGORITHMS[config.algo]
-    members = algorithms.run_members(algorithm, config, run_flags.get("sweep") or [], run_flags["seed"],
-                                     run_flags["num_seeds"])
-    mesh = multiseed.run_mesh(len(members.seeds), 0)
-    source = sources.load(types.SimpleNamespace(dataset=run_flags["dataset"], env_name=run_flags.get("env_name")),
-                          config)
-    # Fine-tuning's agents were created with its whole span as the actor's schedule length.
-    span = config.pretrain_steps + config.online_steps if "online_steps" in config else None
-    template = multiseed.fetch(algorithms.create_agents(algorithm, config, source.data, members, mesh, span))
-    agents, step = saved_agents(workdir, step, template)
-    return types.SimpleNamespace(config=config, flags=run_flags, members=members, mesh=mesh, source=source,
+    run = setup.rebuild(config, run_flags, loop_fields=tuple(config))
+    agents, step = saved_agents(workdir, step, multiseed.fetch(run.create_agents()))
+    return types.SimpleNamespace(config=config, flags=run_flags, members=run.members, mesh=run.mesh, source=run.source,
                                  agents=agents, step=step)
 
 
@@ -112,8 +106,8 @@ def main(argv):
     config, members, mesh, source, agents, step = run.config, run.members, run.mesh, run.source, run.agents, run.step
     if source.make_env is None:
         raise cli.UserError(f"{run.flags['dataset']} names no evaluation env")
-    evaluator = evaluate.Evaluator(source.make_env, members.seeds, config.eval_episodes, source.ref_min,
-                                   source.ref_max, config.get("eval_temperature"))
+    evaluator = Evaluator(source.make_env, members.seeds, config.eval_episodes, source.ref_min, source.ref_max,
+                          config.get("eval_temperature"))
     print(f"{FLAGS.workdir}: {'agent.msgpack' if FLAGS.step is None else f'checkpoint of step {step}'}, "
           f"{len(members.seeds)} member(s) x {config.eval_episodes} episodes")
     rows = results_of(evaluator.evaluate(multiseed.shard_seeds(agents, mesh), step), members)
