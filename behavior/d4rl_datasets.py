@@ -1,6 +1,6 @@
 """D4RL's AntMaze datasets, made as D4RL made them, on D4RL's task (`behavior/d4rl_antmaze.py`).
 
-    python -m behavior.collect --env=d4rl-antmaze --datasets=umaze,umaze-diverse,medium-play
+    python -m tools.collect --env=d4rl-antmaze --datasets=umaze,umaze-diverse,medium-play
     local/d4rl-antmaze/<kind>-v0       (umaze-diverse-v1; built on first use by the training scripts)
 
 D4RL's recipe (scripts/generation/generate_ant_maze_datasets.py and relabel_antmaze_rewards.py):
@@ -76,8 +76,8 @@ def controller(behavior_dir: str = CONTROLLER, noise: float = ACTION_NOISE, step
     if not os.path.exists(os.path.join(behavior_dir, "behavior.json")):
         raise DatasetError(
             f"no goal-reaching controller for D4RL's ant in {behavior_dir}. Train one with `python -m "
-            f"behavior.train_behavior --env={CONTROLLER_ENV} --workdir=runs/behavior/d4rl_goal_ant` (resumable) "
-            "and pass --behavior=runs/behavior/d4rl_goal_ant to behavior.collect")
+            f"tools.train_behavior --env={CONTROLLER_ENV} --workdir=runs/behavior/d4rl_goal_ant` (resumable) "
+            "and pass --behavior=runs/behavior/d4rl_goal_ant to tools.collect")
     behavior = Behavior(behavior_dir)
     policy = make_policy(behavior, step or behavior.expert["step"], behavior.meta["action_dim"])
 

@@ -20,7 +20,7 @@ A behavior folder (a `train_behavior.py` work directory, or a shipped one in `po
 `snapshots/step_XXXXXXX.msgpack` (actor parameters).
 
 `ensure_local_dataset` builds a missing `local/<env>/<kind>-v0` from the shipped policies; the
-command line is `python -m behavior.collect`.
+command line is `python -m tools.collect`.
 """
 
 import json
@@ -243,10 +243,10 @@ def save_collected(collectors, ds_id, env_id, kind, segments, ref_min, ref_max) 
     dataset = collectors[0].create_dataset(
         dataset_id=ds_id,
         eval_env=evaluation.make_env(env_id).spec,  # with RescaleAction when one was needed
-        algorithm_name=f"SAC behavior policy ({kind}), behavior/collect.py",
-        author="iql-jax behavior/collect.py",
+        algorithm_name=f"SAC behavior policy ({kind}), tools/collect.py",
+        author="iql-jax tools/collect.py",
         author_email="none",
-        code_permalink="behavior/collect.py",
+        code_permalink="tools/collect.py",
         description=f"D4RL-style {kind} dataset for {env_id}: "
                     + "; ".join(f"{label} x {n} steps" for label, _, n in segments),
         ref_min_score=ref_min,

@@ -2,7 +2,7 @@
 
 D4RL's AntMaze datasets were recorded by a goal-reaching Ant policy that a waypoint planner
 steers through the maze. This env trains such a policy with the project's SAC
-(`python -m behavior.train_behavior --env=behavior.goal_ant:GoalReachingAnt-v0`):
+(`python -m tools.train_behavior --env=behavior.goal_ant:GoalReachingAnt-v0`):
 
 - the body and physics are Ant-v4's (`gymnasium/envs/mujoco/assets/ant.xml`), which AntMaze-v4
   loads into its maze, on an open floor;

@@ -206,8 +206,8 @@ def ant_controller(behavior_dir: str = ANT_POLICY, noise: float = ACTION_NOISE["
     if not os.path.exists(os.path.join(behavior_dir, "behavior.json")):
         raise DatasetError(
             f"no goal-reaching Ant policy in {behavior_dir}: AntMaze datasets need one. Train it with `python -m "
-            f"behavior.train_behavior --env={goal_ant.ENV_ID} --workdir=runs/behavior/goal_ant` (resumable; hours "
-            "on a CPU) and pass --behavior=runs/behavior/goal_ant to behavior.collect, or train on Minari's "
+            f"tools.train_behavior --env={goal_ant.ENV_ID} --workdir=runs/behavior/goal_ant` (resumable; hours "
+            "on a CPU) and pass --behavior=runs/behavior/goal_ant to tools.collect, or train on Minari's "
             "D4RL/antmaze datasets")
     behavior = Behavior(behavior_dir)
     policy = make_policy(behavior, behavior.expert["step"], behavior.meta["action_dim"], deterministic=True)

@@ -1,7 +1,7 @@
 """SAC behavior agent for making datasets (train_behavior.py), the usual MuJoCo settings.
 
-    python -m behavior.train_behavior --config=configs/sac_mujoco.py --env=Hopper-v5
-    python -m behavior.train_behavior --config=configs/sac_mujoco.py:smoke --env=Pendulum-v1   # tiny
+    python -m tools.train_behavior --config=configs/sac_mujoco.py --env=Hopper-v5
+    python -m tools.train_behavior --config=configs/sac_mujoco.py:smoke --env=Pendulum-v1   # tiny
 """
 
 import ml_collections

@@ -31,6 +31,8 @@ ALGORITHMS = {
 # Who reads the fields of a run's config besides its agent (`agent_class.fields`): the data
 # loading (harness/sources.py) and the training loop (OFFLINE_FIELDS: train_offline.py;
 # fine-tuning adds its own). A field nobody reads is an error, so a typo never trains the default.
+# The config stays flat: the agent's fields are those of its class's DEFAULTS, and one flag
+# (`--config.beta=0`) or sweep (`--sweep=beta=0,3`) names a field as the papers name it.
 DATA_FIELDS = ("reward_transform", "ref_min_score", "ref_max_score")
 OFFLINE_FIELDS = ("algo", "batch_size", "max_steps", "steps_per_call", "log_interval", "eval_interval",
                   "eval_episodes", "eval_max_episode_steps", "eval_temperature", "checkpoint_interval",

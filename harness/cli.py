@@ -113,7 +113,7 @@ def define_run_flags(flag_values, default_dataset: str = "local/hopper/medium-v0
     """The flags both training scripts take (everything but --config and their own)."""
     flags.DEFINE_string("dataset", default_dataset,
                         "Minari dataset id, or a path to a .hdf5/.h5/.npz file. Ids local/<env>/<kind>-v0 and "
-                        "local/antmaze|pointmaze/<kind>-v1 with shipped behavior policies (see behavior/collect.py) "
+                        "local/antmaze|pointmaze/<kind>-v1 with shipped behavior policies (see tools/collect.py) "
                         "are built on first use.",
                         flag_values=flag_values)
     flags.DEFINE_string("workdir", None, "Folder for everything the run writes; an existing one with checkpoints is "

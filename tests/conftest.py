@@ -109,7 +109,7 @@ def bandit_arrays(n: int = 1000, good_fraction: float = 0.1, seed: int = 0) -> d
 @pytest.fixture(scope="session")
 def pendulum_behavior(tmp_path_factory):
     """A small SAC behavior run on Pendulum-v1: 4000 steps, then resumed to 6000."""
-    from behavior import train_behavior
+    from tools import train_behavior
     from configs import sac_mujoco
 
     workdir = tmp_path_factory.mktemp("behavior") / "pendulum"

@@ -231,7 +231,7 @@ def test_kinds_and_errors(tmp_path):
     assert len(goals) == int((antmaze.walls("large") == 0).sum())
     with pytest.raises(DatasetError, match="umaze-diverse"):
         d4rl_datasets.parse_kind("umaze-play")
-    with pytest.raises(DatasetError, match="behavior.train_behavior"):
+    with pytest.raises(DatasetError, match="tools.train_behavior"):
         d4rl_datasets.controller(str(tmp_path / "none"))
     assert not d4rl_datasets.ensure_dataset("local/antmaze/umaze-v1")
     with pytest.raises(DatasetError, match="umaze-diverse-v1"):  # a version the builder no longer makes

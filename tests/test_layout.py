@@ -13,11 +13,12 @@ from conftest import ROOT
 
 # Imported inside functions on purpose: optional or heavy, needed only by some commands.
 LAZY_IMPORTS_ALLOWED = {"minari", "h5py", "tensorboardX", "imageio", "imageio_ffmpeg", "matplotlib", "gymnasium_robotics"}
-BEHAVIOR_LIBRARIES = ("behavior.sac", "behavior.datasets", "behavior.mazes", "behavior.goal_ant", "behavior.d4rl_antmaze",
-                      "behavior.d4rl_datasets")
-SCRIPTS = ("train_offline", "train_finetune", "behavior.collect", "behavior.train_behavior", "tools.bench", "tools.bench_child",
+# Every module of behavior/ is a library (its command-line scripts are tools/collect.py and tools/train_behavior.py).
+BEHAVIOR_LIBRARIES = tuple(f"behavior.{os.path.basename(p)[:-3]}" for p in sorted(glob.glob(f"{ROOT}/behavior/*.py"))
+                           if not p.endswith("__init__.py"))
+SCRIPTS = ("train_offline", "train_finetune", "tools.collect", "tools.train_behavior", "tools.bench", "tools.bench_child",
            "tools.suite", "tools.plot")
-LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.algorithms", "harness.evaluator", "harness.rundir", "harness.stops",
+LIBRARIES = ("learner", "idql", "networks", "dataset", "replay_buffer", "evaluation", "harness.cli", "harness.algorithms", "harness.evaluator", "harness.rundir", "harness.stops", "harness.setup",
              "harness.devices", "harness.multiseed", "harness.online", "harness.outputs", "harness.sources",
              *BEHAVIOR_LIBRARIES)
 
@@ -157,8 +158,9 @@ print("LEAF_OK")
 
 
 def test_behavior_libraries_import_nothing_from_the_harness():
-    """behavior/ is below the harness (harness/sources.py builds datasets with it); only its two
-    scripts, collect.py and train_behavior.py, use the harness's flags and output files."""
+    """behavior/ is a library below the harness (harness/sources.py builds datasets with it); its
+    scripts, tools/collect.py and tools/train_behavior.py, use the harness's flags and output files."""
+    assert len(BEHAVIOR_LIBRARIES) == 6 and "behavior.collect" not in BEHAVIOR_LIBRARIES
     out = subprocess.run([sys.executable, "-c", CHECK_LEAF, ",".join(BEHAVIOR_LIBRARIES)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT))

@@ -127,7 +127,7 @@ def test_shipped_goal_ant_drives_through_the_umaze():
 def test_antmaze_without_a_policy_is_a_clear_error(maze_root, tmp_path):
     with pytest.raises(DatasetError, match="no goal-reaching Ant policy") as e:
         mazes.make_maze_dataset("antmaze", "umaze", namespace="none", steps=10, behavior_dir=str(tmp_path / "none"))
-    assert "behavior.train_behavior" in str(e.value)
+    assert "tools.train_behavior" in str(e.value)
     assert "none/antmaze/umaze-v1" not in minari.list_local_datasets()
 
 

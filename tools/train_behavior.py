@@ -1,6 +1,6 @@
-"""Train the SAC behavior agent whose snapshots `behavior/collect.py` turns into offline datasets.
+"""Train the SAC behavior agent whose snapshots `tools/collect.py` turns into offline datasets.
 
-    python -m behavior.train_behavior --env=Hopper-v5 --workdir=runs/behavior/Hopper-v5 --seed=0
+    python -m tools.train_behavior --env=Hopper-v5 --workdir=runs/behavior/Hopper-v5 --seed=0
 
 Writes to --workdir:
   snapshots/step_XXXXXXX.msgpack  the actor's parameters every `snapshot_interval` steps
