@@ -274,9 +274,11 @@ def test_online_phase_sharded_over_devices_equals_one_device(toy, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_under_jax_distributed_equal_one_process(toy, tmp_path):
-    """Fine-tuning over two processes (one CPU device and one seed each: their own envs, their
-    buffer rows, gathered results) trains seeds 0 and 1 exactly as one process does."""
-    args = toy_args(toy, tmp_path / "one", "--num_seeds=2", "--config.online_steps=60", "--config.eval_interval=60",
+    """The multi-host path on one machine: fine-tuning over two processes joined by
+    jax.distributed (one CPU device and one seed each: their own envs, their buffer rows,
+    gathered results) trains seeds 3 and 4 exactly as one process does, in both phases (the
+    offline one is train_offline.train under the same harness/setup.py as train_offline.py)."""
+    args = toy_args(toy, tmp_path / "one", "--seed=3", "--num_seeds=2", "--config.online_steps=60", "--config.eval_interval=60",
                     "--config.log_interval=30", "--config.pretrain_steps=60", "--config.steps_per_call=30",
                     "--config.checkpoint_interval=0")
     run_main(train_finetune, *args)
