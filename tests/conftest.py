@@ -86,6 +86,19 @@ def minari_root(tmp_path_factory):
     next(roots, None)
 
 
+@pytest.fixture(scope="session")
+def finished_sweep(minari_root, tmp_path_factory):
+    """One finished train_offline.py run that several tests read (never write): the smoke config
+    on test/hopper/random-v0, seeds 5 and 6 x beta 0 and 3, checkpoints at steps 100 and 200."""
+    import train_offline
+
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    run_main(train_offline, f"--config={ROOT}/configs/iql_mujoco.py:smoke", "--dataset=test/hopper/random-v0",
+             f"--workdir={workdir}", "--seed=5", "--num_seeds=2", "--sweep=beta=0,3", "--config.hidden_dims=(16,16)",
+             "--config.tensorboard=False")
+    return workdir
+
+
 @pytest.fixture
 def tiny_config():
     config = iql_mujoco.get_config("smoke")

@@ -5,9 +5,8 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_main
+from conftest import run_main
 
-import train_offline
 from harness import cli
 from tools import critic_report, evaluate
 
@@ -36,14 +35,13 @@ def test_report_weights_by_hand():
     assert out["weight_mean"] == pytest.approx(w.mean()) and out["adv_mean"] == pytest.approx(0.075)
 
 
-def test_the_report_reads_the_runs_own_networks(minari_root, tmp_path):
-    workdir = tmp_path / "run"
-    run_main(train_offline, f"--config={ROOT}/configs/iql_mujoco.py:smoke", "--dataset=test/hopper/random-v0",
-             f"--workdir={workdir}", "--num_seeds=2", "--config.hidden_dims=(16,16)", "--config.tensorboard=False")
+def test_the_report_reads_the_runs_own_networks(finished_sweep, tmp_path):
+    workdir = finished_sweep  # seeds 5 and 6 x beta 0 and 3
     out = tmp_path / "report.json"
     run_main(critic_report, f"--workdir={workdir}", "--step=100", f"--out={out}")
     result = json.loads(out.read_text())
-    assert result["step"] == 100 and [m["seed"] for m in result["members"]] == [0, 1]
+    assert result["step"] == 100 and [(m["seed"], m["beta"]) for m in result["members"]] == [
+        (5, 0.0), (6, 0.0), (5, 3.0), (6, 3.0)]
     # The same figures straight from the checkpoint's networks.
     run = evaluate.load_run(str(workdir), 100)
     for i, member in enumerate(result["members"]):

@@ -4,9 +4,8 @@ results table, which must be the one the ledger generates."""
 import json
 
 import pytest
-from conftest import ROOT, run_main
+from conftest import ROOT
 
-import train_offline
 from harness import cli
 from tools import ledger
 
@@ -15,14 +14,10 @@ def test_the_readme_table_is_the_one_the_ledger_generates():
     assert ledger.readme_table(f"{ROOT}/README.md") == ledger.table(ledger.read(ledger.LEDGER))
 
 
-@pytest.fixture(scope="module")
-def sweep_run(minari_root, tmp_path_factory):
-    """A finished BC + IQL sweep of two seeds on the smoke config."""
-    workdir = tmp_path_factory.mktemp("ledger") / "run"
-    run_main(train_offline, f"--config={ROOT}/configs/iql_mujoco.py:smoke", "--dataset=test/hopper/random-v0",
-             f"--workdir={workdir}", "--sweep=beta=0,3", "--num_seeds=2", "--config.hidden_dims=(16,16)",
-             "--config.max_steps=100", "--config.tensorboard=False")
-    return workdir
+@pytest.fixture
+def sweep_run(finished_sweep):
+    """A finished BC + IQL sweep (beta 0 and 3) of seeds 5 and 6 on the smoke config, 200 steps."""
+    return finished_sweep
 
 
 def test_a_sweep_run_adds_a_row_per_point_and_adding_again_replaces_them(sweep_run, tmp_path):
@@ -31,12 +26,12 @@ def test_a_sweep_run_adds_a_row_per_point_and_adding_again_replaces_them(sweep_r
     assert [r["algorithm"] for r in rows] == ["BC", "IQL"]
     summary = json.loads((sweep_run / "summary.json").read_text())
     for row, point in zip(rows, summary["points"]):
-        assert row["dataset"] == "test/hopper/random-v0" and row["seeds"] == [0, 1] and row["steps"] == 100
+        assert row["dataset"] == "test/hopper/random-v0" and row["seeds"] == [5, 6] and row["steps"] == 200
         assert row["config"] == "configs/iql_mujoco.py:smoke"
-        assert row["overrides"] == {"hidden_dims": [16, 16], "max_steps": 100, "tensorboard": False,
+        assert row["overrides"] == {"hidden_dims": [16, 16], "tensorboard": False,
                                     "beta": point["hyperparameters"]["beta"]}
         assert row["last"]["mean"] == pytest.approx(point["last_mean"])
-        assert sorted(row["last"]["per_seed"]) == ["0", "1"] and row["eval_episodes"] == 2
+        assert sorted(row["last"]["per_seed"]) == ["5", "6"] and row["eval_episodes"] == 2
         assert row["hardware"]["platform"] == "cpu" and row["hardware"]["cores"] >= 1
         assert "train_offline" in row["command"] and row["wall_time_s"] > 0
     ledger.add([str(sweep_run)], path)
@@ -47,7 +42,7 @@ def test_the_table_keeps_shipped_configs_and_pools_bc_and_iql_in_one_line(sweep_
     rows = ledger.add([str(sweep_run)], str(tmp_path / "ledger.jsonl"))
     assert ledger.table(rows).count("\n") == 2  # a :smoke run changes the config: the header only
     for row in rows:  # as if the shipped config had run, with only the budget overridden
-        row["config"], row["overrides"] = "configs/iql_mujoco.py", {"max_steps": 100, "beta": row["overrides"]["beta"]}
+        row["config"], row["overrides"] = "configs/iql_mujoco.py", {"max_steps": 200, "beta": row["overrides"]["beta"]}
     lines = ledger.table(rows).splitlines()
     assert lines[0].startswith("| dataset | config | steps | seeds | BC | IQL |") and len(lines) == 3
     bc, iql = (r["last"] for r in rows)

@@ -25,10 +25,8 @@ def evaluated(workdir, tmp_path, *extra) -> dict:
     return json.loads(out.read_text())
 
 
-def test_a_checkpoint_and_the_final_agents_reproduce_the_runs_evaluations(minari_root, tmp_path):
-    workdir = tmp_path / "run"
-    run_main(train_offline, SMOKE, "--dataset=test/hopper/random-v0", f"--workdir={workdir}", "--seed=5",
-             "--num_seeds=2", "--sweep=beta=0,3", "--config.hidden_dims=(16,16)", "--config.tensorboard=False")
+def test_a_checkpoint_and_the_final_agents_reproduce_the_runs_evaluations(finished_sweep, tmp_path):
+    workdir = finished_sweep  # seeds 5 and 6 x beta 0 and 3
     for extra, step in ((["--step=100"], 100), ([], 200)):
         result = evaluated(workdir, tmp_path, *extra)
         assert result["step"] == step and result["episodes"] == 2

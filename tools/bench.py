@@ -167,16 +167,16 @@ def child_record(args: list[str], device_count: int) -> dict | None:
 
 class OnlineSeed:
     """One seed of train_finetune.py's online phase, ready to step: the agent, its replay buffer
-    seeded with `data` (2M rows), its env on the host."""
+    of `capacity` rows seeded with `data`, its env on the host."""
 
-    def __init__(self, config, make_env, data):
+    def __init__(self, config, make_env, data, capacity: int = 2_000_000):
         self.config, self.envs = config, online.HostEnvs(make_env, [0])
         self.mesh, act_dim = multiseed.make_mesh(1, 1), self.envs.envs[0].action_space.shape[0]
         self.shared = multiseed.replicate(data, self.mesh)
         self.create = lambda key: IQLLearner.create(key, data.observations[0], data.actions[0],  # noqa: E731
                                                     IQLLearner.fields(config))
         self.agents = multiseed.create_agents(self.create, [0], self.mesh)
-        buffer = ReplayBuffer.from_dataset(jax.device_get(data), 2_000_000, 1.0, -1.0)
+        buffer = ReplayBuffer.from_dataset(jax.device_get(data), capacity, 1.0, -1.0)
         stats = online.OnlineStats.create(np.zeros(1), np.full((1, online.RECENT), np.nan))
         self.state = multiseed.shard_seeds(online.OnlineState(multiseed.stack([buffer]), stats,
                                                               np.zeros((1, act_dim), np.float32)), self.mesh)

@@ -139,7 +139,8 @@ def online_speed(plan: Plan, data, env_id: str) -> dict:
     """Fine-tuning's env steps/s for one seed (train_finetune.py's loop, utd 1, in the set's env)."""
     config = iql_mujoco_finetune.get_config()
     config.hidden_dims = plan.hidden
-    seed = bench.OnlineSeed(config, lambda: gym.make(env_id), data)
+    capacity = data.size + 10 * plan.k if plan.tiny else config.buffer_size
+    seed = bench.OnlineSeed(config, lambda: gym.make(env_id), data, capacity)
     k = plan.k
     compile_s, steps = bench.timed(lambda: seed.steps(k), k, windows=3, seconds=plan.window)
     seed.envs.close()
