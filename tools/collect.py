@@ -1,12 +1,12 @@
 """Make D4RL-style Minari datasets for a Gymnasium env from SAC behavior snapshots, offline.
 
-    python -m tools.collect --env=Hopper-v5                   # the 5 kinds, from the shipped policies
+    python -m tools.collect --env=Hopper-v5                      # the 5 kinds, from the shipped policies
     python -m tools.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --datasets=medium,expert
     python -m tools.collect --env=Hopper-v5 --behavior=runs/behavior/Hopper-v5 --export=behavior/policies/hopper
-    python -m tools.collect --env=pointmaze --datasets=umaze,medium-diverse     # maze sets (behavior/mazes.py)
-    python -m tools.collect --env=antmaze --datasets=umaze,medium-play          # the shipped goal-reaching Ant
-    python -m tools.collect --env=d4rl-antmaze --datasets=umaze,medium-play     # D4RL's task (d4rl_datasets.py)
-    python -m tools.collect --env=d4rl-antmaze --evaluate_controller=100        # its controller's success
+    python -m tools.collect --env=pointmaze --datasets=umaze,medium-diverse        # maze sets (behavior/mazes.py)
+    python -m tools.collect --env=antmaze --datasets=umaze,medium-play             # the shipped goal-reaching Ant
+    python -m tools.collect --env=d4rl-antmaze --datasets=umaze,medium-play        # D4RL's task (d4rl_datasets.py)
+    python -m tools.collect --env=d4rl-antmaze --evaluate_controller=100           # its controller's success
     python -m tools.collect --env=behavior.goal_ant:GoalReachingAnt-v0 --behavior=runs/behavior/goal_ant \
         --export=behavior/policies/goal_ant --export_step=460000                  # how that Ant was shipped
 
