@@ -9,7 +9,6 @@ train_finetune.py and tools/evaluate.py (a saved run rebuilt from its config.jso
 
 import contextlib
 import dataclasses
-import types
 from typing import Any, Callable, Iterator, Optional
 
 import jax
@@ -70,14 +69,12 @@ class Run:
 
 
 def rebuild(config, run_flags, loop_fields: tuple = algorithms.OFFLINE_FIELDS, num_devices: int = 0) -> Run:
-    """The Run of `config` and the run flags (a namespace or dict with dataset, env_name, sweep,
-    seed, num_seeds), without a work directory."""
-    get = run_flags.get if isinstance(run_flags, dict) else lambda k, default=None: getattr(run_flags, k, default)
+    """The Run of `config` and the run flags (dataset, env_name, sweep, seed, num_seeds: the
+    script's FLAGS, or a saved run's as a namespace), without a work directory."""
     algorithm = algorithms.algorithm_for(config, loop_fields)
-    members = algorithms.run_members(algorithm, config, get("sweep") or [], get("seed"), get("num_seeds"))
+    members = algorithms.run_members(algorithm, config, run_flags.sweep or [], run_flags.seed, run_flags.num_seeds)
     mesh = multiseed.run_mesh(len(members.seeds), num_devices)
-    source = sources.load(types.SimpleNamespace(dataset=get("dataset"), env_name=get("env_name")), config)
-    return Run(config, algorithm, members, mesh, source)
+    return Run(config, algorithm, members, mesh, sources.load(run_flags, config))
 
 
 def start(flag_values, loop_fields: tuple = algorithms.OFFLINE_FIELDS, check: Optional[Callable] = None,

@@ -92,7 +92,8 @@ def load_run(workdir: str, step, episodes=None) -> types.SimpleNamespace:
         config.eval_episodes = episodes
     if config.algo not in algorithms.ALGORITHMS:
         raise cli.UserError(f"{workdir}'s config.algo={config.algo!r} is not one of {sorted(algorithms.ALGORITHMS)}")
-    run = setup.rebuild(config, run_flags, loop_fields=tuple(config))
+    run = setup.rebuild(config, types.SimpleNamespace(**{"env_name": None, "sweep": [], **run_flags}),
+                        loop_fields=tuple(config))
     agents, step = saved_agents(workdir, step, multiseed.fetch(run.create_agents()))
     return types.SimpleNamespace(config=config, flags=run_flags, members=run.members, mesh=run.mesh, source=run.source,
                                  agents=agents, step=step)
