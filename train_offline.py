@@ -7,7 +7,7 @@
         --env_name=Hopper-v4
 
     python train_offline.py --num_seeds=8     # seeds 0..7 in one process, sharded over devices
-    python train_offline.py --config=configs/iql_antmaze.py --dataset=local/d4rl-antmaze/umaze-v0 \
+    python train_offline.py --config=configs/iql_antmaze.py --dataset=local/d4rl-antmaze/umaze-v1 \
         --sweep=expectile=0.7,0.9 --sweep=beta=0,10 --num_seeds=2   # a 2 x 2 grid x 2 seeds, one program
 
 Writes to --workdir: config.json, train.csv, eval.csv (a row per seed), tb/ (TensorBoard),

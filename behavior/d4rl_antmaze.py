@@ -22,7 +22,6 @@ continuing, any start, rewards about a fixed `reward_goal` (D4RL's relabelling).
 `D4RLGoalAnt-v0` is the open-floor task that trains the goal-reaching controller.
 """
 
-import collections
 import os
 import xml.etree.ElementTree as ET
 
@@ -81,14 +80,6 @@ def cell_xy(cell) -> np.ndarray:
     centre is the origin)."""
     row, col = cell
     return np.array([(col - START_CELL[1]) * SCALING, (row - START_CELL[0]) * SCALING], np.float64)
-
-
-def xy_to_cell(xy) -> tuple[int, int]:
-    """The cell D4RL's planner believes a point is in (maze_env.py:208-212): int(1 + y / 4),
-    int(1 + x / 4) after clamping x, y to >= 1e-4. It is half a cell off the walls' geometry
-    (cell (1, 1) spans [-2, 2) but is read from [0, 4)): D4RL's data was made with it."""
-    x, y = max(float(xy[0]), 1e-4), max(float(xy[1]), 1e-4)
-    return int(1 + y / SCALING), int(1 + x / SCALING)
 
 
 def goal_noise(rng: np.random.Generator, cell) -> np.ndarray:
@@ -278,47 +269,6 @@ class D4RLGoalAnt(D4RLAnt):
             self.goal = self._new_goal()
         info = {"goal_distance": after, "reached": reached, "flipped": self.flipped()}
         return self._obs(), float(reward), not healthy, False, info
-
-
-class Planner:
-    """D4RL's waypoint planner (maze_env.py:306-377 `create_navigation_policy`): the next cell on a
-    shortest path from the cell the ant is believed in (`xy_to_cell`) to the goal's cell, by a
-    breadth-first search out of the goal cell; the waypoint is that cell's centre plus U(0, 1)
-    per axis, drawn anew at every step, or the goal itself once the next cell is the goal's."""
-
-    def __init__(self, maze: str):
-        self.free = walls(maze) == 0
-        self._cache: dict = {}
-
-    def next_cell(self, here: tuple[int, int], goal: tuple[int, int]) -> tuple[int, int]:
-        """D4RL's `_get_best_next_rowcol`: cells are expanded out of the goal in breadth-first
-        order (left, right, down, up); the first whose neighbour is `here` is the next cell."""
-        if here == goal:
-            return goal
-        if (here, goal) in self._cache:
-            return self._cache[here, goal]
-        visited, frontier = set(), collections.deque([goal])
-        rows, cols = self.free.shape
-        while frontier:
-            nxt = collections.deque()
-            for cell in frontier:
-                visited.add(cell)
-                r, c = cell
-                for n in ((r, c - 1), (r, c + 1), (r + 1, c), (r - 1, c)):
-                    if n == here:
-                        self._cache[here, goal] = cell
-                        return cell
-                    if 0 <= n[0] < rows and 0 <= n[1] < cols and self.free[n] and n not in visited:
-                        nxt.append(n)
-            frontier = nxt
-        raise ValueError(f"no path from cell {here} to cell {goal}")
-
-    def waypoint(self, rng: np.random.Generator, xy, goal_xy) -> np.ndarray:
-        goal = xy_to_cell(goal_xy)
-        cell = self.next_cell(xy_to_cell(xy), goal)
-        if cell == goal:
-            return np.asarray(goal_xy, np.float64)
-        return cell_xy(cell) + rng.uniform(0.0, 0.25 * SCALING, 2)
 
 
 for _maze, _id in ENV_IDS.items():

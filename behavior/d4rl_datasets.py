@@ -1,7 +1,7 @@
 """D4RL's AntMaze datasets, made as D4RL made them, on D4RL's task (`behavior/d4rl_antmaze.py`).
 
     python -m tools.collect --env=d4rl-antmaze --datasets=umaze,umaze-diverse,medium-play
-    local/d4rl-antmaze/<kind>-v0       (umaze-diverse-v1; built on first use by the training scripts)
+    local/d4rl-antmaze/<kind>-v1       (built on first use by the training scripts; behavior/ids.py)
 
 D4RL's recipe (scripts/generation/generate_ant_maze_datasets.py and relabel_antmaze_rewards.py):
 
@@ -24,10 +24,12 @@ Kinds and their commanded goal cells: `umaze`: U_MAZE's goal cell (the map marks
 `<maze>-diverse`: any free cell (D4RL's goal sampler when a map marks none; D4RL's task list:
 "diverse" datasets command random goal locations). The
 metadata records the evaluation env (`D4RLAntMaze_*-v0`), reference scores (0, 1) and the
-relabelling goal. Ids are `dataset_id(kind)`: `umaze-diverse-v1` is the set whose episodes end
-at a goal (`-v0`, continuing and commanded to the goal cell only, is no longer built).
+relabelling goal. The recipe is version 1 (`local/d4rl-antmaze/<kind>-v1`): umaze-diverse's
+episodes end at a goal (its `-v0`, continuing and commanded to the goal cell only, is no longer
+built); the other kinds' `-v0` ids are former names of the same data (behavior/ids.py).
 """
 
+import collections
 import os
 import time
 
@@ -38,7 +40,7 @@ from tqdm import tqdm
 
 import dataset as dataset_lib
 from dataset import DatasetError
-from behavior import d4rl_antmaze as antmaze
+from behavior import d4rl_antmaze as antmaze, ids
 from behavior.datasets import SHIPPED, Behavior, make_policy, make_room
 
 NAMESPACE = "local/d4rl-antmaze"
@@ -53,9 +55,8 @@ ENDS_AT_GOAL = ("umaze-diverse",)
 
 
 def dataset_id(kind: str) -> str:
-    """The id the builder makes for `kind`: `-v1` for the kinds that end at the goal (their `-v0`
-    was continuing and, for umaze-diverse, commanded to the goal cell only), `-v0` otherwise."""
-    return f"{NAMESPACE}/{kind}-v{int(kind in ENDS_AT_GOAL)}"
+    """The id the builder makes for `kind` (behavior/ids.py)."""
+    return ids.make("d4rl-antmaze", kind)
 
 
 def parse_kind(kind: str) -> tuple[str, bool, list]:
@@ -68,6 +69,55 @@ def parse_kind(kind: str) -> tuple[str, bool, list]:
     free = [(r, c) for r, row in enumerate(grid) for c, v in enumerate(row) if v != 1]
     goals = free if regime == "diverse" else marked
     return maze, regime != "", goals
+
+
+def xy_to_cell(xy) -> tuple[int, int]:
+    """The cell D4RL's planner believes a point is in (maze_env.py:208-212): int(1 + y / 4),
+    int(1 + x / 4) after clamping x, y to >= 1e-4. It is half a cell off the walls' geometry
+    (cell (1, 1) spans [-2, 2) but is read from [0, 4)): D4RL's data was made with it."""
+    x, y = max(float(xy[0]), 1e-4), max(float(xy[1]), 1e-4)
+    return int(1 + y / antmaze.SCALING), int(1 + x / antmaze.SCALING)
+
+
+class Planner:
+    """D4RL's waypoint planner (maze_env.py:306-377 `create_navigation_policy`): the next cell on a
+    shortest path from the cell the ant is believed in (`xy_to_cell`) to the goal's cell, by a
+    breadth-first search out of the goal cell; the waypoint is that cell's centre plus U(0, 1)
+    per axis, drawn anew at every step, or the goal itself once the next cell is the goal's."""
+
+    def __init__(self, maze: str):
+        self.free = antmaze.walls(maze) == 0
+        self._cache: dict = {}
+
+    def next_cell(self, here: tuple[int, int], goal: tuple[int, int]) -> tuple[int, int]:
+        """D4RL's `_get_best_next_rowcol`: cells are expanded out of the goal in breadth-first
+        order (left, right, down, up); the first whose neighbour is `here` is the next cell."""
+        if here == goal:
+            return goal
+        if (here, goal) in self._cache:
+            return self._cache[here, goal]
+        visited, frontier = set(), collections.deque([goal])
+        rows, cols = self.free.shape
+        while frontier:
+            nxt = collections.deque()
+            for cell in frontier:
+                visited.add(cell)
+                r, c = cell
+                for n in ((r, c - 1), (r, c + 1), (r + 1, c), (r - 1, c)):
+                    if n == here:
+                        self._cache[here, goal] = cell
+                        return cell
+                    if 0 <= n[0] < rows and 0 <= n[1] < cols and self.free[n] and n not in visited:
+                        nxt.append(n)
+            frontier = nxt
+        raise ValueError(f"no path from cell {here} to cell {goal}")
+
+    def waypoint(self, xy, goal_xy, rng: np.random.Generator) -> np.ndarray:
+        goal = xy_to_cell(goal_xy)
+        cell = self.next_cell(xy_to_cell(xy), goal)
+        if cell == goal:
+            return np.asarray(goal_xy, np.float64)
+        return antmaze.cell_xy(cell) + rng.uniform(0.0, 0.25 * antmaze.SCALING, 2)
 
 
 def controller(behavior_dir: str = CONTROLLER, noise: float = ACTION_NOISE, step: int | None = None):
@@ -98,7 +148,7 @@ def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: st
     Returns the finished episodes as dicts of arrays (observations T + 1, actions, rewards,
     terminations, truncations, goals, flipped). With `steps` None, every env runs one episode."""
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())  # waypoint jitter, starts, goals
-    planners = [antmaze.Planner(e.unwrapped.maze) for e in envs]
+    planners = [Planner(e.unwrapped.maze) for e in envs]
     count = [0]
 
     def reset(j):
@@ -116,7 +166,7 @@ def drive(envs, act, starts_goals, steps: int, key, episode_steps: int, desc: st
         while running and (steps is None or done < steps):
             active = running if steps is None else running[: steps - done]
             obs = np.stack([episodes[j]["observations"][-1] for j in active])
-            waypoints = np.stack([planners[j].waypoint(rng, o[:2], episodes[j]["goal"]) for j, o in zip(active, obs)])
+            waypoints = np.stack([planners[j].waypoint(o[:2], episodes[j]["goal"], rng) for j, o in zip(active, obs)])
             actions = act(obs, waypoints, jax.random.fold_in(key, call))
             call += 1
             for j, action in zip(active, actions):

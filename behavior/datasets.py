@@ -19,7 +19,7 @@ A behavior folder (a `train_behavior.py` work directory, or a shipped one in `po
 `behavior.json` (env, network sizes, warm-up steps), `snapshots.json` ([{step, return}]) and
 `snapshots/step_XXXXXXX.msgpack` (actor parameters).
 
-`ensure_local_dataset` builds a missing `local/<env>/<kind>-v0` from the shipped policies; the
+`ensure_dataset` builds a missing `local/<env>/<kind>-v0` from the shipped policies; the
 command line is `python -m tools.collect`.
 """
 
@@ -36,6 +36,7 @@ from tqdm import tqdm
 import dataset as dataset_lib
 from dataset import DatasetError
 import evaluation
+from behavior import ids
 from behavior.sac import TanhGaussianActor, policy_actions
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -48,7 +49,7 @@ def env_family(env_id: str) -> str:
 
 
 def dataset_id(namespace: str, env_id: str, kind: str) -> str:
-    return f"{namespace}/{env_family(env_id)}/{kind}-v0"
+    return ids.make(env_family(env_id), kind, namespace)
 
 
 def shipped_dir(env_id: str) -> str:
@@ -265,7 +266,7 @@ def shipped_env_for(family: str) -> str | None:
         return json.load(f)["env"]
 
 
-def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0, ref_episodes: int = 50) -> bool:
+def ensure_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0, ref_episodes: int = 50) -> bool:
     """Build `local/<env>/<kind>-v0` from the shipped policies if it is not there yet.
 
     `ref_episodes` episodes of each reference policy give ref_min_score / ref_max_score.
@@ -274,10 +275,10 @@ def ensure_local_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0, ref_
     """
     import minari  # heavy: imported when a dataset is made
 
-    parts = ds_id.split("/")
-    if len(parts) != 3 or parts[0] != "local" or "-v" not in parts[2]:
+    parsed = ids.parse(ds_id)
+    if parsed is None:
         return False
-    family, kind = parts[1], parts[2].rsplit("-v", 1)[0]
+    family, kind, _ = parsed
     env_id = shipped_env_for(family)
     if env_id is None or kind not in KINDS or dataset_id("local", env_id, kind) != ds_id:
         return False

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 import dataset as dataset_lib
 from dataset import DatasetError
-from behavior import d4rl_antmaze, goal_ant
+from behavior import d4rl_antmaze, goal_ant, ids
 from behavior.datasets import SHIPPED, Behavior, make_policy, make_room
 from evaluation import register_robotics
 
@@ -74,7 +74,7 @@ DATA_STEPS = {"antmaze": {"umaze": 1000, "medium": 1000, "large": 1000},
 KP, KD = 10.0, 1.0
 ALIGN = 0.25  # cells: how far off the axis to the next cell the planner first re-centres the agent
 ANT_POLICY = os.path.join(SHIPPED, "goal_ant")
-VERSION = 1  # the builder's version, the -v<VERSION> of the ids (the module docstring)
+VERSION = ids.version("antmaze")  # the recipe's version, the -v<VERSION> of the ids (the module docstring)
 
 
 def parse_kind(kind: str) -> tuple[str, str]:
@@ -181,7 +181,9 @@ class Planner:
         r, c = self.maze.cell_xy_to_rowcol(np.asarray(xy))
         return int(np.clip(r, 0, self.grid.shape[0] - 1)), int(np.clip(c, 0, self.grid.shape[1] - 1))
 
-    def target(self, xy, goal_xy) -> np.ndarray:
+    def waypoint(self, xy, goal_xy, rng=None) -> np.ndarray:
+        """Where the controller steers now (deterministic: `rng` is unused, kept for the
+        shared signature with D4RL's planner, which jitters its waypoints)."""
         here, goal = self.cell(xy), self.cell(goal_xy)
         dist = self.distances(goal)
         if here == goal or not np.isfinite(dist[here]):
@@ -230,7 +232,8 @@ def point_controller(noise: float = ACTION_NOISE["pointmaze"]):
     return act
 
 
-def controller_for(family: str, behavior_dir: str | None = None, noise: float | None = None):
+def controller(family: str, behavior_dir: str | None = None, noise: float | None = None):
+    """The family's controller: (observation dicts stacked, waypoints, key) -> actions."""
     noise = ACTION_NOISE[family] if noise is None else noise
     return ant_controller(behavior_dir or ANT_POLICY, noise) if family == "antmaze" else point_controller(noise)
 
@@ -239,8 +242,8 @@ def stack(observations: list[dict]) -> dict:
     return {k: np.stack([o[k] for o in observations]) for k in observations[0]}
 
 
-def drive(envs, controller, key, obs: list, goal, restart, steps: int | None = None, desc: str | None = None):
-    """Drive `envs` in lockstep from their observations `obs`: each call of `controller` gets
+def drive(envs, act, key, obs: list, goal, restart, steps: int | None = None, desc: str | None = None):
+    """Drive `envs` in lockstep from their observations `obs`: each call of the controller `act` gets
     every env's planner waypoint towards `goal(j, obs_j)` and `key` folded with the call's index.
     When env j's episode ends, `restart(j)` gives its next first observation, or None to stop it.
     Runs for `steps` env steps in all (None: until every env has stopped); returns (finished
@@ -250,8 +253,8 @@ def drive(envs, controller, key, obs: list, goal, restart, steps: int | None = N
     finished = successes = taken = call = 0
     with tqdm(total=steps, unit="step", desc=desc, dynamic_ncols=True, mininterval=1.0, disable=desc is None) as bar:
         while running.any() and (steps is None or taken < steps):
-            targets = np.stack([p.target(o["achieved_goal"], goal(j, o)) for j, (p, o) in enumerate(zip(planners, obs))])
-            actions = controller(stack(obs), targets, jax.random.fold_in(key, call))
+            targets = np.stack([p.waypoint(o["achieved_goal"], goal(j, o)) for j, (p, o) in enumerate(zip(planners, obs))])
+            actions = act(stack(obs), targets, jax.random.fold_in(key, call))
             call += 1
             for j in np.flatnonzero(running):
                 if steps is not None and taken == steps:
@@ -268,7 +271,7 @@ def drive(envs, controller, key, obs: list, goal, restart, steps: int | None = N
     return finished, successes
 
 
-def record(envs, controller, pairs, steps: int, key, desc: str = "maze") -> dict:
+def record(envs, act, pairs, steps: int, key, desc: str = "maze") -> dict:
     """Step `envs` (EvaluationGoal-wrapped data envs, possibly inside DataCollectors) for
     `steps` env steps in all, each episode from a (start, goal) cell pair drawn from `pairs` and
     commanded to its goal; returns {'episodes', 'success_episodes'} (those passing the evaluation goal)."""
@@ -290,21 +293,22 @@ def record(envs, controller, pairs, steps: int, key, desc: str = "maze") -> dict
 
     views = [goal_view(e) for e in envs]
     obs = [reset(j) for j in range(len(envs))]
-    _, successes = drive(envs, controller, act_key, obs, lambda j, _: views[j].commanded_goal(), reset, steps, desc)
+    _, successes = drive(envs, act, act_key, obs, lambda j, _: views[j].commanded_goal(), reset, steps, desc)
     return {"episodes": resets, "success_episodes": successes}
 
 
-def success_rate(family: str, maze: str, controller, episodes: int, seed: int) -> float:
-    """Fraction of evaluation episodes (D4RL's start and goal) the planner + controller solve."""
+def success_rate(family: str, maze: str, act, episodes: int, seed: int) -> dict:
+    """{'success': the fraction of evaluation episodes (D4RL's start and goal) the planner +
+    controller `act` solve}."""
     envs = [make_env(family, maze, evaluation=True) for _ in range(episodes)]
     obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
-    finished, solved = drive(envs, controller, jax.random.key(seed), obs, lambda _, o: o["desired_goal"], lambda _: None)
+    finished, solved = drive(envs, act, jax.random.key(seed), obs, lambda _, o: o["desired_goal"], lambda _: None)
     for e in envs:
         e.close()
-    return solved / finished
+    return {"success": solved / finished}
 
 
-def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: int = 1_000_000, seed: int = 0,
+def make_dataset(family: str, kind: str, namespace: str = "local", steps: int = 1_000_000, seed: int = 0,
                       num_envs: int = 16, behavior_dir: str | None = None, overwrite: bool = False,
                       pairs: list | None = None, noise: float | None = None) -> str:
     """Record `<namespace>/<family>/<kind>-v1` into the local Minari root; returns its
@@ -314,15 +318,15 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
     if family not in FAMILIES:
         raise DatasetError(f"unknown maze family {family!r}; choose from {tuple(FAMILIES)}")
     maze, regime = parse_kind(kind)
-    ds_id = f"{namespace}/{family}/{kind}-v{VERSION}"
+    ds_id = ids.make(family, kind, namespace)
     if not make_room(ds_id, overwrite):
         return ds_id
-    controller = controller_for(family, behavior_dir, noise)
+    act = controller(family, behavior_dir, noise)
     pairs = pairs or cell_pairs(maze, regime)
     collectors = [minari.DataCollector(EvaluationGoal(make_env(family, maze, evaluation=False), EVAL_CELLS[maze][1]))
                   for _ in range(num_envs)]
     try:
-        stats = record(collectors, controller, pairs, steps, jax.random.fold_in(jax.random.key(seed),
+        stats = record(collectors, act, pairs, steps, jax.random.fold_in(jax.random.key(seed),
                                                                                 REGIMES.index(regime)), desc=ds_id)
         eval_spec = make_env(family, maze, evaluation=True).spec
         controller_name = "goal-reaching Ant SAC policy" if family == "antmaze" else f"PD controller (kp {KP}, kd {KD})"
@@ -350,23 +354,23 @@ def make_maze_dataset(family: str, kind: str, namespace: str = "local", steps: i
     return ds_id
 
 
-def ensure_maze_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
+def ensure_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
     """Build `local/antmaze/<kind>-v1` or `local/pointmaze/<kind>-v1` if it is not there yet.
     Returns True when it built one; False when the id is not such an id or already exists (a
     `-v0` set made by the earlier builder loads as any Minari dataset; a missing one is an error)."""
     import minari  # heavy: imported when a dataset is made
 
-    parts = ds_id.split("/")
-    if len(parts) != 3 or parts[0] != "local" or parts[1] not in FAMILIES:
+    parsed = ids.parse(ds_id)
+    if parsed is None or parsed[0] not in FAMILIES:
         return False
-    kind, _, version = parts[2].rpartition("-v")
-    if not kind or version not in ("0", str(VERSION)) or ds_id in minari.list_local_datasets():
+    family, kind, version = parsed
+    if version not in ("0", str(VERSION)) or ds_id in minari.list_local_datasets():
         return False
     parse_kind(kind)
     if version == "0":
         raise DatasetError(f"{ds_id} was made by an earlier maze builder that is no longer shipped; "
-                           f"use local/{parts[1]}/{kind}-v{VERSION} (docs/mazes.md)")
+                           f"use {ids.make(family, kind)} (docs/mazes.md)")
     print(f"{ds_id} is not in the local Minari root {dataset_lib.minari_root()}; building it ({steps:,} steps: "
-          f"{'~15 min for AntMaze' if parts[1] == 'antmaze' else 'a few minutes'} on a laptop CPU)")
-    make_maze_dataset(parts[1], kind, "local", steps, seed)
+          f"{'~15 min for AntMaze' if family == 'antmaze' else 'a few minutes'} on a laptop CPU)")
+    make_dataset(family, kind, "local", steps, seed)
     return True

@@ -1,6 +1,6 @@
 """IDQL on AntMaze, the IDQL paper's settings (expectile 0.9, rewards - 1).
 
-    python train_offline.py --config=configs/idql_antmaze.py --dataset=local/d4rl-antmaze/umaze-v0
+    python train_offline.py --config=configs/idql_antmaze.py --dataset=local/d4rl-antmaze/umaze-v1
     python train_offline.py --config=configs/idql_antmaze.py:smoke ...   # tiny, for tests
 """
 

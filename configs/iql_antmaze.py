@@ -1,6 +1,6 @@
 """IQL on AntMaze, the IQL paper's settings (expectile 0.9, beta 10, reward - 1).
 
-    python train_offline.py --config=configs/iql_antmaze.py --dataset=local/d4rl-antmaze/umaze-v0
+    python train_offline.py --config=configs/iql_antmaze.py --dataset=local/d4rl-antmaze/umaze-v1
     python train_offline.py --config=configs/iql_antmaze.py:smoke ...   # tiny, for tests
 """
 

@@ -11,17 +11,28 @@ import numpy as np
 
 import dataset as dataset_lib
 import evaluation
-from behavior.d4rl_datasets import ensure_dataset as ensure_d4rl_antmaze
-from behavior.datasets import ensure_local_dataset
-from behavior.mazes import ensure_maze_dataset
+from behavior import d4rl_datasets, datasets as locomotion, ids, mazes
 from harness import families
 from harness.cli import UserError
 
 
-def ensure_local(dataset_id: str) -> bool:
-    """Build a missing `local/...` dataset (locomotion from the shipped SAC policies, a maze set,
-    or a D4RL AntMaze set); True when one was built, False for any other id or one already there."""
-    return ensure_local_dataset(dataset_id) or ensure_maze_dataset(dataset_id) or ensure_d4rl_antmaze(dataset_id)
+def ensure_local(dataset_id: str) -> tuple[str, list[str]]:
+    """The id to load for `dataset_id`, and a note when it is not `dataset_id`: a `local/...` set
+    (behavior/ids.py) is built when missing (locomotion from the shipped SAC policies, a maze set,
+    or a D4RL AntMaze set); a former name loads the set, and a set still stored under a former
+    name loads from there."""
+    import minari  # heavy: imported when a dataset is loaded
+
+    stored, current = set(minari.list_local_datasets()), ids.current(dataset_id)
+    names = [dataset_id] + [name for name in [current] + ids.former_names(current) if name != dataset_id]
+    load = next((name for name in names if name in stored), current)
+    if load not in stored:
+        for ensure in (locomotion.ensure_dataset, mazes.ensure_dataset, d4rl_datasets.ensure_dataset):
+            if ensure(load):
+                break
+    if load == dataset_id == current:
+        return load, []
+    return load, [f"note: {dataset_id} and {current} name the same data (behavior/ids.py); loading {load}"]
 
 
 def load_data(flag_values, config) -> tuple:
@@ -58,7 +69,8 @@ def load_data(flag_values, config) -> tuple:
         env_id, bounds, inferred = None, None, False
     try:
         if not is_file:
-            ensure_local(source)
+            source, id_notes = ensure_local(source)
+            notes += id_notes
         data, info = dataset_lib.load_dataset(source, config.reward_transform,
                                               file_action_bounds=(-1.0, 1.0) if bounds is None else bounds)
     except dataset_lib.DatasetError as e:

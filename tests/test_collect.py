@@ -88,11 +88,11 @@ def test_shipped_policy_rebuilds_identical_arrays(tmp_path, monkeypatch):
 
 
 def test_default_local_dataset_is_built_once(fresh_root):
-    assert datasets.ensure_local_dataset("local/hopper/medium-v0", steps=1000, ref_episodes=2) is True
+    assert datasets.ensure_dataset("local/hopper/medium-v0", steps=1000, ref_episodes=2) is True
     assert "local/hopper/medium-v0" in minari.list_local_datasets()
-    assert datasets.ensure_local_dataset("local/hopper/medium-v0", steps=1000) is False  # already there
-    assert datasets.ensure_local_dataset("mujoco/hopper/medium-v0") is False  # not a local id
-    assert datasets.ensure_local_dataset("local/nothing/medium-v0") is False  # no shipped policies
+    assert datasets.ensure_dataset("local/hopper/medium-v0", steps=1000) is False  # already there
+    assert datasets.ensure_dataset("mujoco/hopper/medium-v0") is False  # not a local id
+    assert datasets.ensure_dataset("local/nothing/medium-v0") is False  # no shipped policies
     data, info = dataset_lib.load_dataset("local/hopper/medium-v0", "locomotion")
     assert data.size == 1000 and info.ref_max_score > info.ref_min_score
 

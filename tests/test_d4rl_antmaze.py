@@ -17,7 +17,7 @@ import dataset as dataset_lib
 import evaluation
 import train_offline
 from behavior import d4rl_antmaze as antmaze
-from behavior import d4rl_datasets
+from behavior import d4rl_datasets, ids
 from configs import iql_antmaze
 from harness import sources
 from dataset import DatasetError
@@ -134,18 +134,18 @@ def test_walls_are_d4rls_blocks():
 
 def test_planner_follows_d4rls_cells_and_jitter():
     # D4RL's cell rule is half a cell off the walls: x in [0, 4) is column 1.
-    assert antmaze.xy_to_cell((0.0, 0.0)) == (1, 1) and antmaze.xy_to_cell((3.9, 0.0)) == (1, 1)
-    assert antmaze.xy_to_cell((4.0, 0.0)) == (1, 2) and antmaze.xy_to_cell((-1.5, -1.5)) == (1, 1)
-    planner = antmaze.Planner("umaze")
+    assert d4rl_datasets.xy_to_cell((0.0, 0.0)) == (1, 1) and d4rl_datasets.xy_to_cell((3.9, 0.0)) == (1, 1)
+    assert d4rl_datasets.xy_to_cell((4.0, 0.0)) == (1, 2) and d4rl_datasets.xy_to_cell((-1.5, -1.5)) == (1, 1)
+    planner = d4rl_datasets.Planner("umaze")
     assert planner.next_cell((1, 1), (3, 1)) == (1, 2)
     assert planner.next_cell((1, 3), (3, 1)) == (2, 3)
     assert planner.next_cell((3, 2), (3, 1)) == (3, 1)
     rng = np.random.default_rng(0)
     goal = np.array([0.7, 8.6])
-    points = np.stack([planner.waypoint(rng, (0.5, 0.5), goal) for _ in range(500)])
+    points = np.stack([planner.waypoint((0.5, 0.5), goal, rng) for _ in range(500)])
     offsets = points - antmaze.cell_xy((1, 2))  # the next cell's centre plus U(0, 1) per axis
     assert offsets.min() >= 0.0 and offsets.max() <= 1.0 and offsets.std() > 0.25
-    np.testing.assert_array_equal(planner.waypoint(rng, (1.0, 8.0), goal), goal)  # in the goal's cell
+    np.testing.assert_array_equal(planner.waypoint((1.0, 8.0), goal, rng), goal)  # in the goal's cell
 
 
 def test_controller_input_commands_ten_metres_in_the_heading_frame():
@@ -156,7 +156,7 @@ def test_controller_input_commands_ten_metres_in_the_heading_frame():
     np.testing.assert_allclose(inputs[:13], obs[2:15], rtol=1e-6)  # the body, as D4RL's obs[2:]
 
 
-def test_dataset_relabels_to_the_evaluation_goal(d4rl_root, tmp_path):
+def test_dataset_relabels_to_the_evaluation_goal(d4rl_root, tmp_path, monkeypatch):
     policy = untrained_ant_policy(tmp_path / "controller")
     ds_id = d4rl_datasets.make_dataset("umaze-diverse", steps=1200, num_envs=3, behavior_dir=policy,
                                        episode_steps=300)
@@ -194,6 +194,15 @@ def test_dataset_relabels_to_the_evaluation_goal(d4rl_root, tmp_path):
     config.eval_max_episode_steps = 1400  # the same 70 s at Gymnasium's 0.05 s per step
     *_, make_env, notes, _ = sources.load_data(types.SimpleNamespace(dataset=ds_id, env_name=None), config)
     assert make_env().spec.max_episode_steps == 1400 and any("1400" in n for n in notes)
+    # One id scheme (behavior/ids.py): an id the set had before loads it, with a note, and a set
+    # stored under a former name loads from there.
+    assert sources.ensure_local(ds_id) == (ds_id, [])
+    monkeypatch.setattr(ids, "FORMER", {"local/d4rl-antmaze/umaze-diverse-v7": ds_id})
+    load, notes = sources.ensure_local("local/d4rl-antmaze/umaze-diverse-v7")  # a former name: the current set
+    assert load == ds_id and "same data" in notes[0]
+    monkeypatch.setattr(ids, "FORMER", {ds_id: "local/d4rl-antmaze/umaze-diverse-v8"})
+    load, notes = sources.ensure_local("local/d4rl-antmaze/umaze-diverse-v8")  # stored under its former name
+    assert load == ds_id and "loading " + ds_id in notes[0]
 
 
 def test_umaze_diverse_episodes_end_at_a_goal():
@@ -217,8 +226,6 @@ def test_umaze_diverse_episodes_end_at_a_goal():
                                         and not e["terminations"].any() for e in unrewarded)
     continuing = run((goal, goal))
     assert len(continuing) == 1 and continuing[0]["rewards"].tolist() == [1.0] * 5
-    assert d4rl_datasets.dataset_id("umaze-diverse").endswith("umaze-diverse-v1")
-    assert d4rl_datasets.dataset_id("medium-diverse").endswith("medium-diverse-v0")
 
 
 def test_kinds_and_errors(tmp_path):
@@ -233,6 +240,11 @@ def test_kinds_and_errors(tmp_path):
         d4rl_datasets.parse_kind("umaze-play")
     with pytest.raises(DatasetError, match="tools.train_behavior"):
         d4rl_datasets.controller(str(tmp_path / "none"))
+    assert d4rl_datasets.dataset_id("umaze-diverse") == "local/d4rl-antmaze/umaze-diverse-v1"
+    assert d4rl_datasets.dataset_id("medium-play") == "local/d4rl-antmaze/medium-play-v1"
+    assert ids.current("local/d4rl-antmaze/medium-play-v0") == "local/d4rl-antmaze/medium-play-v1"
+    assert ids.current("local/d4rl-antmaze/umaze-diverse-v0") == "local/d4rl-antmaze/umaze-diverse-v0"  # another recipe
+    assert ids.make("hopper", "medium") == "local/hopper/medium-v0" and ids.make("pointmaze", "umaze").endswith("-v1")
     assert not d4rl_datasets.ensure_dataset("local/antmaze/umaze-v1")
     with pytest.raises(DatasetError, match="umaze-diverse-v1"):  # a version the builder no longer makes
         d4rl_datasets.ensure_dataset("local/d4rl-antmaze/umaze-diverse-v0")

@@ -160,7 +160,7 @@ print("LEAF_OK")
 def test_behavior_libraries_import_nothing_from_the_harness():
     """behavior/ is a library below the harness (harness/sources.py builds datasets with it); its
     scripts, tools/collect.py and tools/train_behavior.py, use the harness's flags and output files."""
-    assert len(BEHAVIOR_LIBRARIES) == 6 and "behavior.collect" not in BEHAVIOR_LIBRARIES
+    assert len(BEHAVIOR_LIBRARIES) == 7 and "behavior.collect" not in BEHAVIOR_LIBRARIES
     out = subprocess.run([sys.executable, "-c", CHECK_LEAF, ",".join(BEHAVIOR_LIBRARIES)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT))

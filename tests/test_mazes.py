@@ -43,17 +43,17 @@ def untrained_ant_policy(folder) -> str:
 def pd_policy(maze: str):
     """A flat-observation policy: the planner + PD controller (achieved, desired, x y vx vy)."""
     planner = mazes.Planner(mazes.make_env("pointmaze", maze).unwrapped.maze)
-    controller = mazes.point_controller(noise=0.0)
+    controller = mazes.controller("pointmaze", noise=0.0)
 
     def policy(flat):
-        targets = np.stack([planner.target(row[0:2], row[2:4]) for row in flat])
+        targets = np.stack([planner.waypoint(row[0:2], row[2:4]) for row in flat])
         return controller({"observation": flat[:, 4:8]}, targets, jax.random.key(0))
 
     return policy
 
 
 def test_pointmaze_dataset_flattened_with_d4rl_rewards_and_terminals(maze_root):
-    ds_id = mazes.make_maze_dataset("pointmaze", "umaze", steps=2000, num_envs=4)
+    ds_id = mazes.make_dataset("pointmaze", "umaze", steps=2000, num_envs=4)
     data, info = dataset_lib.load_dataset(ds_id, "antmaze", download=False)
     episode = next(minari.load_dataset(ds_id).iterate_episodes())
     # Flattened in the space's key order: achieved_goal (2), desired_goal (2), observation (4).
@@ -77,7 +77,7 @@ def test_pointmaze_dataset_flattened_with_d4rl_rewards_and_terminals(maze_root):
 
 @pytest.mark.slow  # builds an Ant dataset, then trains and fine-tunes
 def test_antmaze_dataset_smoke_offline_and_finetune(maze_root, tmp_path):
-    ds_id = mazes.make_maze_dataset("antmaze", "umaze", steps=1500, num_envs=3,
+    ds_id = mazes.make_dataset("antmaze", "umaze", steps=1500, num_envs=3,
                                     behavior_dir=untrained_ant_policy(tmp_path / "ant"))
     data, _ = dataset_lib.load_dataset(ds_id, "antmaze", download=False)
     assert data.observations.shape == (1500, 31)  # achieved 2 + desired 2 + the ant's 27
@@ -102,7 +102,7 @@ def test_iql_stitches_where_bc_cannot(maze_root, tmp_path):
     """PointMaze umaze with episodes S -> M, M -> S and M -> G only: no episode goes from the
     start to the goal. From M the data goes both ways; IQL takes the way to the goal, behavior
     cloning averages the two."""
-    ds_id = mazes.make_maze_dataset("pointmaze", "umaze", namespace="stitch", steps=30000, num_envs=8,
+    ds_id = mazes.make_dataset("pointmaze", "umaze", namespace="stitch", steps=30000, num_envs=8,
                                     pairs=[(S, M), (M, S), (M, G)])
     episodes = list(minari.load_dataset(ds_id).iterate_episodes())
     assert not any(np.linalg.norm(e.observations["achieved_goal"][0] - [-1, 1]) < 0.5 and e.rewards.max() > 0
@@ -120,13 +120,13 @@ def test_iql_stitches_where_bc_cannot(maze_root, tmp_path):
 def test_shipped_goal_ant_drives_through_the_umaze():
     """The shipped goal-reaching Ant with D4RL's action noise, steered by the planner, reaches
     D4RL's umaze goal (measured 16/20 here; an untrained actor reaches 0)."""
-    rate = mazes.success_rate("antmaze", "umaze", mazes.ant_controller(noise=0.2), episodes=10, seed=0)
+    rate = mazes.success_rate("antmaze", "umaze", mazes.controller("antmaze"), episodes=10, seed=0)["success"]
     assert rate >= 0.3, rate
 
 
 def test_antmaze_without_a_policy_is_a_clear_error(maze_root, tmp_path):
     with pytest.raises(DatasetError, match="no goal-reaching Ant policy") as e:
-        mazes.make_maze_dataset("antmaze", "umaze", namespace="none", steps=10, behavior_dir=str(tmp_path / "none"))
+        mazes.make_dataset("antmaze", "umaze", namespace="none", steps=10, behavior_dir=str(tmp_path / "none"))
     assert "tools.train_behavior" in str(e.value)
     assert "none/antmaze/umaze-v1" not in minari.list_local_datasets()
 
@@ -206,10 +206,10 @@ def test_the_evaluation_cell_is_commanded_to_the_evaluation_goal(family):
 
 
 def test_maze_ids_carry_the_builder_version(maze_root):
-    assert mazes.make_maze_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1) == "ver/pointmaze/umaze-v1"
-    assert mazes.ensure_maze_dataset("local/pointmaze/umaze-v2") is False  # not a builder id: left to Minari
+    assert mazes.make_dataset("pointmaze", "umaze", namespace="ver", steps=300, num_envs=1) == "ver/pointmaze/umaze-v1"
+    assert mazes.ensure_dataset("local/pointmaze/umaze-v2") is False  # not a builder id: left to Minari
     with pytest.raises(DatasetError, match="earlier maze builder.*local/pointmaze/umaze-v1"):
-        mazes.ensure_maze_dataset("local/pointmaze/umaze-v0")
+        mazes.ensure_dataset("local/pointmaze/umaze-v0")
 
 
 def test_maze_layouts_are_gymnasium_robotics_maps():

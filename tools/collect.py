@@ -69,7 +69,7 @@ def main(argv):
         if not kinds:
             raise cli.UserError(f"--env={FLAGS.env}: name the --datasets, e.g. umaze,umaze-diverse,medium-play,"
                                 "medium-diverse")
-        ids = [mazes.make_maze_dataset(FLAGS.env, kind, FLAGS.namespace, FLAGS.steps, FLAGS.seed, FLAGS.num_envs,
+        ids = [mazes.make_dataset(FLAGS.env, kind, FLAGS.namespace, FLAGS.steps, FLAGS.seed, FLAGS.num_envs,
                                        FLAGS.behavior, FLAGS.overwrite) for kind in kinds]
         print("datasets: " + ", ".join(ids))
         return

@@ -27,6 +27,7 @@ import sys
 import numpy as np
 from absl import flags
 
+from behavior import ids
 from harness import cli
 from tools.plot import run_label
 
@@ -181,10 +182,11 @@ def score(rows: list[dict]) -> str:
 
 def table(rows: list[dict], every_budget: bool = False) -> str:
     """The Markdown results table (deterministic: rows sorted, columns fixed): one line per dataset
-    x shipped config at its largest budget (steps, then seeds; every budget with `every_budget`)."""
+    (by its current id, behavior/ids.py) x shipped config at its largest budget (steps, then seeds;
+    every budget with `every_budget`)."""
     groups: dict[tuple, dict[str, list]] = {}
     for r in filter(in_table, rows):
-        key = (r["dataset"], os.path.basename(r["config"]), int(r["steps"]), len(r["seeds"]) or 1,
+        key = (ids.current(r["dataset"]), os.path.basename(r["config"]), int(r["steps"]), len(r["seeds"]) or 1,
                hardware_name(r.get("hardware")))
         groups.setdefault(key, {}).setdefault(r["algorithm"], []).append(r)
     if not every_budget:
