@@ -204,3 +204,9 @@ def run_processes(n: int, args: list[str], folder, timeout: float = 600) -> str 
         return None
     return "\n".join(f"process {pid} (exit {p.returncode}):\n{log.read_text()[-3000:]}"
                      for pid, (p, log) in enumerate(zip(procs, logs)))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (stable otherwise): pytest-xdist hands tests out in this order, so a
+    long one started last would keep one worker busy after the others are done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -81,20 +81,28 @@ def test_plot_errors(tmp_path):
         run_main(plot, f"--workdirs={tmp_path}")
 
 
-@pytest.mark.slow
-def test_suite_runs_iql_bc_idql_then_plots_and_skips_finished_runs(minari_root, tmp_path, capsys):
-    root = tmp_path / "suite"
+@pytest.mark.slow  # three training subprocesses
+def test_suite_runs_iql_bc_idql_sweeps_then_plots_and_skips_finished_runs(minari_root, tmp_path, capsys):
+    root, path = tmp_path / "suite", tmp_path / "ledger.jsonl"
     args = ["--smoke", "--datasets=test/hopper/random-v0", "--steps=100", "--num_seeds=1", "--eval_episodes=1",
-            f"--root={root}", "--override=--config.hidden_dims=(16,16)", "--override=--config.tensorboard=False"]
+            "--sweep=expectile=0.7,0.8", f"--root={root}", "--override=--config.hidden_dims=(16,16)",
+            "--override=--config.tensorboard=False", f"--ledger={path}"]
     run_main(suite, *args)
-    for algo in ("iql", "bc", "idql"):
+    for algo in ("iql", "bc", "idql"):  # each run trains the whole grid in one process
         summary = json.loads((root / algo / "hopper-random" / "summary.json").read_text())
         assert summary["steps"] == 100 and summary["num_seeds"] == 1
+        assert [p["hyperparameters"] for p in summary["points"]] == [{"expectile": 0.7}, {"expectile": 0.8}]
     saved = json.loads((root / "bc" / "hopper-random" / "config.json").read_text())
     assert saved["config"]["beta"] == 0.0 and saved["config"]["hidden_dims"] == [16, 16]
     assert saved["config"]["eval_interval"] == 50 and saved["config"]["checkpoint_interval"] == 50
+    rows = ledger.read(str(path))  # each finished run, a row per point
+    assert [(r["algorithm"], r["overrides"]["expectile"]) for r in rows] == [
+        ("IQL", 0.7), ("IQL", 0.8), ("BC", 0.7), ("BC", 0.8), ("IDQL", 0.7), ("IDQL", 0.8)]
+    assert all(r["steps"] == 100 for r in rows)
     assert png_size(root / "curves.png") == (400, 300)
-    assert (root / "results.md").read_text().splitlines()[0] == "| dataset | BC | IQL | IDQL |"
+    assert (root / "results.md").read_text().splitlines()[0] == (  # a column per point, the papers' order
+        "| dataset | BC expectile=0.7 | BC expectile=0.8 | IQL expectile=0.7 | IQL expectile=0.8 | IDQL expectile=0.7 "
+        "| IDQL expectile=0.8 |")
 
     # A second call finds every run finished: nothing retrains (the agents are untouched).
     before = {a: os.path.getmtime(root / a / "hopper-random" / "agent.msgpack") for a in ("iql", "bc", "idql")}
@@ -105,19 +113,6 @@ def test_suite_runs_iql_bc_idql_then_plots_and_skips_finished_runs(minari_root, 
     # Asking for a different budget in the same root is an error, not a silently old result.
     with pytest.raises(cli.UserError, match="finished with 100 steps, but 150 are asked"):
         run_main(suite, *[a for a in args if not a.startswith("--steps")], "--steps=150")
-
-
-@pytest.mark.slow  # ~30 s: one training subprocess
-def test_suite_runs_a_sweep_per_dataset_with_a_column_per_point(minari_root, tmp_path):
-    root = tmp_path / "suite"
-    run_main(suite, "--smoke", "--algos=iql", "--datasets=test/hopper/random-v0", "--steps=100", "--eval_episodes=1",
-             "--sweep=beta=1,3", f"--root={root}", "--override=--config.hidden_dims=(16,16)",
-             "--override=--config.tensorboard=False", f"--ledger={tmp_path / 'ledger.jsonl'}")
-    summary = json.loads((root / "iql" / "hopper-random" / "summary.json").read_text())
-    assert [p["hyperparameters"] for p in summary["points"]] == [{"beta": 1.0}, {"beta": 3.0}]
-    rows = ledger.read(str(tmp_path / "ledger.jsonl"))  # the finished run, a row per point
-    assert [r["overrides"]["beta"] for r in rows] == [1.0, 3.0] and all(r["steps"] == 100 for r in rows)
-    assert (root / "results.md").read_text().splitlines()[0] == "| dataset | IQL beta=1 | IQL beta=3 |"
 
 
 def test_suite_flag_errors(tmp_path):

@@ -117,7 +117,12 @@ def dataset_order(datasets) -> list[str]:
 
 
 def label_order(labels) -> list[str]:
-    return sorted(set(labels), key=lambda label: (ORDER.index(label) if label in ORDER else len(ORDER), label))
+    """The papers' algorithms first, in their order (with a sweep's points after each algorithm's
+    name, e.g. 'IQL beta=3'), then other labels alphabetically."""
+    def key(label):
+        name = label.split(" ", 1)[0]
+        return (ORDER.index(name) if name in ORDER else len(ORDER), label)
+    return sorted(set(labels), key=key)
 
 
 def curve(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ import time
 
 from absl import flags
 
+from behavior import ids
 from harness import cli, sweep
 from tools import ledger
 
@@ -64,7 +65,7 @@ flags.DEFINE_multi_string("override", [], "An extra flag for every run (repeatab
 def dataset_ids() -> list[str]:
     if FLAGS.datasets:
         return FLAGS.datasets
-    return [f"local/{env}/{kind}-v0" for env in FLAGS.envs for kind in FLAGS.kinds]
+    return [ids.make(env, kind) for env in FLAGS.envs for kind in FLAGS.kinds]
 
 
 def workdir(algo: str, dataset: str) -> str:
