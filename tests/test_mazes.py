@@ -98,6 +98,7 @@ def test_antmaze_dataset_smoke_offline_and_finetune(maze_root, tmp_path):
     assert summary["steps"] == 100 + 300 and summary["online_env_steps"] == 300
 
 
+@pytest.mark.slow  # training that cannot shrink: 30k steps of data, 12k updates of two members
 def test_iql_stitches_where_bc_cannot(maze_root, tmp_path):
     """PointMaze umaze with episodes S -> M, M -> S and M -> G only: no episode goes from the
     start to the goal. From M the data goes both ways; IQL takes the way to the goal, behavior
