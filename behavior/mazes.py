@@ -74,7 +74,6 @@ DATA_STEPS = {"antmaze": {"umaze": 1000, "medium": 1000, "large": 1000},
 KP, KD = 10.0, 1.0
 ALIGN = 0.25  # cells: how far off the axis to the next cell the planner first re-centres the agent
 ANT_POLICY = os.path.join(SHIPPED, "goal_ant")
-VERSION = ids.version("antmaze")  # the recipe's version, the -v<VERSION> of the ids (the module docstring)
 
 
 def parse_kind(kind: str) -> tuple[str, str]:
@@ -181,9 +180,9 @@ class Planner:
         r, c = self.maze.cell_xy_to_rowcol(np.asarray(xy))
         return int(np.clip(r, 0, self.grid.shape[0] - 1)), int(np.clip(c, 0, self.grid.shape[1] - 1))
 
-    def waypoint(self, xy, goal_xy, rng=None) -> np.ndarray:
-        """Where the controller steers now (deterministic: `rng` is unused, kept for the
-        shared signature with D4RL's planner, which jitters its waypoints)."""
+    def waypoint(self, xy, goal_xy) -> np.ndarray:
+        """Where the controller steers now (deterministic; D4RL's planner, in d4rl_datasets.py,
+        jitters its waypoints and takes an rng)."""
         here, goal = self.cell(xy), self.cell(goal_xy)
         dist = self.distances(goal)
         if here == goal or not np.isfinite(dist[here]):
@@ -337,7 +336,7 @@ def make_dataset(family: str, kind: str, namespace: str = "local", steps: int = 
             author="iql-jax behavior/mazes.py",
             author_email="none",
             code_permalink="behavior/mazes.py",
-            description=f"D4RL-style {family} {kind} (builder v{VERSION}, behavior/mazes.py): {steps} steps, "
+            description=f"D4RL-style {family} {kind} (builder v{ids.version(family)}, behavior/mazes.py): {steps} steps, "
                         f"{stats['episodes']} episodes, {stats['success_episodes']} passing the evaluation goal; "
                         f"evaluation: start {EVAL_CELLS[maze][0]}, goal {EVAL_CELLS[maze][1]}, "
                         "terminating at the goal (return = success)",
@@ -364,7 +363,7 @@ def ensure_dataset(ds_id: str, steps: int = 1_000_000, seed: int = 0) -> bool:
     if parsed is None or parsed[0] not in FAMILIES:
         return False
     family, kind, version = parsed
-    if version not in ("0", str(VERSION)) or ds_id in minari.list_local_datasets():
+    if version not in ("0", str(ids.version(family))) or ds_id in minari.list_local_datasets():
         return False
     parse_kind(kind)
     if version == "0":

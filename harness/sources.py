@@ -17,8 +17,8 @@ from harness.cli import UserError
 
 
 def ensure_local(dataset_id: str) -> tuple[str, list[str]]:
-    """The id to load for `dataset_id`, and a note when it is not `dataset_id`: a `local/...` set
-    (behavior/ids.py) is built when missing (locomotion from the shipped SAC policies, a maze set,
+    """The id to load for `dataset_id`, and a note when a former name is involved: a `local/...`
+    set (behavior/ids.py) is built when missing (locomotion from the shipped SAC policies, a maze set,
     or a D4RL AntMaze set); a former name loads the set, and a set still stored under a former
     name loads from there."""
     import minari  # heavy: imported when a dataset is loaded

@@ -35,6 +35,7 @@ import jax
 from absl import flags
 
 import dataset as dataset_lib
+from behavior import ids
 from configs import idql_mujoco, iql_mujoco, iql_mujoco_finetune
 from harness import cli, multiseed, outputs, rundir, sources
 from idql import IDQLLearner
@@ -65,7 +66,7 @@ class Plan:
         self.hidden = (16, 16) if tiny else (256, 256)
         self.k, self.window = (10, 0.5) if tiny else (1000, 5.0)  # updates per call; seconds per timing window
         self.datasets = ([f"campaign/{env.split('-')[0].lower()}/random-v0" for env in TINY_ENVS] if tiny
-                         else [f"local/{name}-v0" for name in ORDER])
+                         else [ids.make(*name.split("/")) for name in ORDER])
         self.steps, self.eval_interval, self.seeds = (200, 100, 2) if tiny else (1_000_000, 250_000, 5)
         self.eval_episodes = 2 if tiny else 10
 

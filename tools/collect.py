@@ -70,7 +70,7 @@ def main(argv):
             raise cli.UserError(f"--env={FLAGS.env}: name the --datasets, e.g. umaze,umaze-diverse,medium-play,"
                                 "medium-diverse")
         ids = [mazes.make_dataset(FLAGS.env, kind, FLAGS.namespace, FLAGS.steps, FLAGS.seed, FLAGS.num_envs,
-                                       FLAGS.behavior, FLAGS.overwrite) for kind in kinds]
+                                  FLAGS.behavior, FLAGS.overwrite) for kind in kinds]
         print("datasets: " + ", ".join(ids))
         return
     behavior = Behavior(FLAGS.behavior or shipped_dir(FLAGS.env))
